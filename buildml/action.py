@@ -1,0 +1,78 @@
+"""Actions: the fully resolved, immutable units of work, and their keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .hashing import digest_record
+from .labels import Label
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """What a rule makes of a target during analysis, before input digests are known."""
+
+    label: Label
+    kind: str
+    rule_version: str
+    argv: tuple[str, ...]
+    workdir: str  # package path, workspace-relative
+    deps: tuple[str, ...] = ()  # as written: labels, paths, globs (resolved by the graph)
+    excludes: tuple[str, ...] = ()
+    outs: tuple[str, ...] = ()  # workspace-relative
+    metrics: tuple[str, ...] = ()  # subset of outs
+    params: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (params file, selected keys)
+    env: tuple[tuple[str, str], ...] = ()
+    secrets: tuple[str, ...] = ()  # env names passed through, never keyed or logged
+    image: Label | None = None
+    network: bool = False
+    resources: tuple[tuple[str, object], ...] = ()
+    timeout: float | None = None
+    executor: str | None = None
+    is_test: bool = False
+    cacheable: bool = True
+    extra: tuple = ()  # rule-specific key material (canonical-JSON-able)
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file of an action's input tree."""
+
+    digest: str
+    size: int
+    executable: bool
+
+
+@dataclass(frozen=True)
+class Action:
+    """An ActionSpec with its inputs' digests and param values: everything its key covers."""
+
+    spec: ActionSpec
+    inputs: dict = field(hash=False)  # workspace path -> InputFile
+    param_values: dict = field(hash=False)  # params file -> {key: value}
+    image_key: str | None = None
+
+    def key_material(self) -> dict:
+        s = self.spec
+        return {
+            "kind": s.kind,
+            "rule_version": s.rule_version,
+            "argv": list(s.argv),
+            "workdir": s.workdir,
+            "env": sorted(map(list, s.env)),
+            "inputs": sorted([p, f.digest, f.executable] for p, f in self.inputs.items()),
+            "params": self.param_values,
+            "outs": sorted(s.outs),
+            "image": self.image_key,
+            "network": s.network,
+            "extra": list(s.extra),
+        }
+
+    @property
+    def key(self) -> str:
+        """The action key: digest of the canonical key material under the cache schema."""
+        cached = self.__dict__.get("_key")
+        if cached is None:
+            cached = digest_record("Action", self.key_material())
+            object.__setattr__(self, "_key", cached)
+        return cached

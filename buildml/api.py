@@ -1,0 +1,184 @@
+"""The facade: one object per invocation that loads, analyses and builds a workspace.
+
+The CLI is a thin layer over this; tests and scripts can use it directly.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+from .events import Warning
+from .graph import analyse
+from .hasher import Hasher
+from .labels import parse_label
+from .loader import load_targets
+from .materialize import Materializer
+from .params import ParamsReader
+from .rebuilder import Rebuilder
+from .rule import RuleRegistry
+from .runner import Runner
+from .scheduler import Scheduler
+from .state import State
+from .store import LocalStore
+from .workspace import STATE_DIR, default_cache_dir, load_workspace
+
+
+@dataclass
+class Options:
+    """What a command line (or a script) can set for one invocation."""
+
+    jobs: int | None = None
+    keep_going: bool = False
+    cache_dir: str | None = None
+    out_root: str | None = None  # None: outputs go in place in the workspace
+    param_overrides: dict = field(default_factory=dict)
+    executor: str | None = None
+
+
+def default_registry() -> RuleRegistry:
+    from buildml.rules import builtin_rules  # the facade wires the built-in kinds in; the engine never does
+
+    return RuleRegistry(builtin_rules())
+
+
+class Session:
+    """A loaded workspace with its stores; build(), status(), explain() and queries."""
+
+    def __init__(self, start: Path | str = ".", options: Options | None = None, emit=lambda e: None,
+                 executor=None, registry: RuleRegistry | None = None):
+        self.options = options or Options()
+        self.emit = emit
+        self.ws = load_workspace(Path(start))
+        self.cwd = Path(start).resolve()
+        self.registry = registry or default_registry()
+        self._executor = executor
+        self._graph = None
+        self._store = None
+        self.state = State(self.ws.state_dir)
+
+    # -- lazily built parts ------------------------------------------------------------
+    @property
+    def graph(self):
+        if self._graph is None:
+            self._graph = analyse(self.ws, load_targets(self.ws, self.registry), self.registry)
+        return self._graph
+
+    @property
+    def store(self):
+        if self._store is None:
+            cache = self.options.cache_dir or default_cache_dir(self.ws.settings, self.ws.root)
+            self._store = LocalStore(cache)
+        return self._store
+
+    @property
+    def current_package(self) -> str:
+        try:
+            rel = self.cwd.relative_to(self.ws.root)
+        except ValueError:
+            return ""
+        return "" if str(rel) == "." else rel.as_posix()
+
+    def executor(self):
+        if self._executor is None:
+            from .executors.local import LocalExecutor
+
+            self._executor = LocalExecutor()
+        return self._executor
+
+    # -- commands --------------------------------------------------------------------------
+    def select(self, patterns) -> list:
+        return self.graph.select(list(patterns) or ["//..."], self.current_package)
+
+    def build(self, patterns, dry_run: bool = False):
+        """Build (or, with dry_run, only decide) the targets matched by patterns and their deps."""
+        labels = self.select(patterns)
+        scheduler = self._scheduler(dry_run)
+        try:
+            return scheduler.build(labels)
+        finally:
+            self.state.close()
+
+    def _scheduler(self, dry_run: bool) -> Scheduler:
+        hasher = Hasher(self.state)
+        out_root = self.options.out_root or str(self.ws.root)
+        warn = lambda message: self.emit(Warning(message))
+        materializer = Materializer(out_root, self.state, hasher, self.store, warn, self.ws.state_dir / "displaced")
+        params = ParamsReader(self.ws.root, self.options.param_overrides)
+        rebuilder = Rebuilder(self.graph, self.state, hasher, params, self.store, materializer)
+        executor = self.executor()
+        runner = Runner(self.store, lambda spec: executor, functools.cache(lambda: git_provenance(self.ws.root)))
+        jobs = self.options.jobs or self.ws.settings.jobs or os.cpu_count() or 2
+        return Scheduler(self.graph, rebuilder, runner, materializer, self.state, self.emit, jobs,
+                         self.options.keep_going, dry_run, cancel=executor.cancel)
+
+    def explain(self, pattern: str) -> dict:
+        """The key inputs of one target and how they differ from its last build."""
+        label = parse_label(pattern if pattern.startswith(("//", ":")) else "//" + pattern, self.current_package)
+        self.graph.select([str(label)])
+        finished = self.build([str(label)], dry_run=True)
+        result = {r.label: r for r in finished.results}[label]
+        last = State(self.ws.state_dir).last_build(str(label))
+        info = {"target": str(label), "status": result.status, "key": result.key, "reasons": list(result.reasons),
+                "last_key": last.get("key") if last else None}
+        if result.status in ("stale", "restorable") and result.key:
+            info["reasons"] = list(result.reasons)
+        if last:
+            info["last_inputs"] = last.get("inputs", {})
+            info["last_params"] = last.get("params", {})
+        return info
+
+    def deps(self, pattern: str, reverse: bool = False) -> list:
+        import networkx as nx
+
+        labels = self.select([pattern])
+        found = set()
+        for label in labels:
+            found |= (nx.descendants if reverse else nx.ancestors)(self.graph.dag, label)
+        return sorted(found)
+
+    def log(self, pattern: str) -> bytes:
+        label = self.select([pattern])[0]
+        digest = self.state.last_log(str(label))
+        if digest is None:
+            raise UserError(f"{label} has no recorded log", hint=f"build it first: buildml build {label}")
+        return self.store.read_bytes(digest)
+
+    def clean(self, everything: bool = False) -> list[str]:
+        """Remove outputs buildml materialized in the workspace (and, with everything, the workspace state)."""
+        removed = []
+        for path in sorted(self.state.all_outputs()):
+            full = self.ws.root / path
+            if full.is_file():
+                full.unlink()
+                removed.append(path)
+            self.state.record_output(path, None)
+        for label in list(self.graph.specs):
+            self.state.forget_build(str(label))
+        self.state.flush()
+        self.state.close()
+        if everything:
+            from .store import remove_tree
+
+            remove_tree(self.ws.root / STATE_DIR)
+        return removed
+
+
+def git_provenance(root) -> dict:
+    """The commit of the workspace and whether the tree has uncommitted changes, if it is a git repo."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return {"git_commit": None}
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return {"git_commit": head.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None}
+
+

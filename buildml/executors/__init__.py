@@ -1,0 +1,51 @@
+"""Executors run one Action in a prepared sandbox and report how it ended."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+from ..action import Action
+from ..sandbox import Sandbox
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything an executor needs: the action, its sandbox, the env, where to log."""
+
+    action: Action
+    sandbox: Sandbox
+    env: dict
+    log_path: Path
+    on_line: Callable[[str], None] = lambda line: None
+    masks: tuple[str, ...] = ()  # secret values to hide in the log
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended."""
+
+    exit_code: int
+    duration: float
+    executor: str
+    host: str = ""
+    timed_out: bool = False
+    detail: str = ""  # e.g. "killed by SIGKILL", "out of memory"
+    extra: dict = field(default_factory=dict)
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, request: RunRequest) -> RunOutcome: ...
+
+    def cancel(self) -> None:
+        """Stop every running action (Ctrl-C)."""
+
+
+def mask(line: str, masks) -> str:
+    for secret in masks:
+        if secret:
+            line = line.replace(secret, "***")
+    return line

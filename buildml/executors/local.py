@@ -1,0 +1,85 @@
+"""The local executor: a subprocess in its own process group, cwd = the package in the sandbox."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+from . import RunOutcome, RunRequest, mask
+
+
+class LocalExecutor:
+    """Runs commands as subprocesses of this machine."""
+
+    name = "local"
+
+    def __init__(self):
+        self._running: dict[int, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+        self._cancelled = False
+
+    def run(self, request: RunRequest) -> RunOutcome:
+        spec = request.action.spec
+        cwd = request.sandbox.workdir(spec.workdir)
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(list(spec.argv), cwd=cwd, env=request.env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as exc:
+            with open(request.log_path, "a") as log:
+                log.write(f"buildml: cannot start {spec.argv[0]!r}: {exc.strerror}\n")
+            return RunOutcome(127, time.monotonic() - start, self.name, socket.gethostname(), detail=f"cannot start: {exc.strerror}")
+        with self._lock:
+            self._running[proc.pid] = proc
+            if self._cancelled:
+                _kill_group(proc)
+        timed_out = threading.Event()
+        timer = None
+        if spec.timeout:
+            timer = threading.Timer(spec.timeout, lambda: (timed_out.set(), _kill_group(proc)))
+            timer.daemon = True
+            timer.start()
+        try:
+            with open(request.log_path, "a", encoding="utf-8", errors="replace") as log:
+                for raw in proc.stdout:
+                    line = mask(raw.decode("utf-8", errors="replace"), request.masks)
+                    log.write(line)
+                    request.on_line(line.rstrip("\n"))
+            code = proc.wait()
+        finally:
+            if timer:
+                timer.cancel()
+            _kill_group(proc)  # nothing the command started outlives it
+            with self._lock:
+                self._running.pop(proc.pid, None)
+        detail = ""
+        if timed_out.is_set():
+            detail = f"timed out after {spec.timeout:g}s"
+        elif code < 0:
+            detail = f"killed by {signal.Signals(-code).name}"
+        return RunOutcome(code, time.monotonic() - start, self.name, socket.gethostname(),
+                          timed_out=timed_out.is_set(), detail=detail)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            procs = list(self._running.values())
+        for proc in procs:
+            _kill_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen, sig=signal.SIGKILL) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

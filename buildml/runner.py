@@ -1,0 +1,162 @@
+"""Run one action for real: stage a sandbox, execute, store outputs and the log, write the manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+
+import yaml
+from filelock import FileLock
+
+from . import __version__
+from .errors import UserError
+from .executors import RunRequest
+from .hashing import digest_file
+from .sandbox import Sandbox
+
+LOG_TAIL_LINES = 30
+BASE_ENV_NAMES = ("LANG", "LC_ALL", "TZ")
+
+
+def action_env(spec, sandbox: Sandbox, caller_env: dict) -> tuple[dict, tuple]:
+    """The command's environment: documented basics, declared env, and secrets (with their values to mask)."""
+    path = os.path.dirname(sys.executable) + os.pathsep + caller_env.get("PATH", os.defpath)
+    env = {
+        "PATH": path,
+        "HOME": str(sandbox.home),
+        "TMPDIR": str(sandbox.tmp),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "BUILDML_WORKSPACE": str(sandbox.ws),
+    }
+    env.update(dict(spec.env))
+    masks = []
+    for name in spec.secrets:
+        if name not in caller_env:
+            raise UserError(f"secret {name} needed by {spec.label} is not set in the environment",
+                            hint=f"export {name}=... before running buildml")
+        env[name] = caller_env[name]
+        masks.append(caller_env[name])
+    return env, tuple(masks)
+
+
+def tail(path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def read_metrics(path: str) -> object:
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f) if not path.endswith(".json") else json.load(f)
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+
+
+class Runner:
+    """Executes RUN decisions on an executor and records the results in the store."""
+
+    def __init__(self, store, executor_for, provenance, caller_env: dict | None = None):
+        self.store = store
+        self.executor_for = executor_for  # spec -> Executor
+        self.provenance = provenance  # () -> build-wide facts: git commit, dirty
+        self.caller_env = dict(os.environ if caller_env is None else caller_env)
+
+    def run(self, action, staged, on_line) -> tuple[dict | None, object, str, str]:
+        """Execute under a per-key lock; return (manifest or None, outcome, log digest, log tail)."""
+        spec = action.spec
+        with FileLock(str(self.store.lock_path(action.key))):
+            if spec.cacheable:
+                done = self.store.get_action(action.key)
+                if done is not None and done.get("exit_code") == 0 and \
+                        all(self.store.has_blob(m["digest"]) for m in done.get("outputs", {}).values()):
+                    return done, None, done.get("log"), ""  # another process built it meanwhile
+            return self._run_unlocked(action, staged, on_line)
+
+    def _run_unlocked(self, action, staged, on_line):
+        spec = action.spec
+        sandbox = Sandbox(self.store.tempdir("sandbox-"))
+        try:
+            sandbox.stage(self.store, staged, _params_by_file(action), spec.workdir, spec.outs)
+            env, masks = action_env(spec, sandbox, self.caller_env)
+            log_path = sandbox.root / "action.log"
+            log_path.touch()
+            executor = self.executor_for(spec)
+            started = time.time()
+            outcome = executor.run(RunRequest(action, sandbox, env, log_path, on_line, masks))
+            log_digest = digest_file(log_path)
+            self.store.put_file(log_path, log_digest)
+            log_tail = tail(log_path)
+            if outcome.exit_code != 0:
+                return None, outcome, log_digest, log_tail
+            outputs, metrics = self._store_outputs(sandbox, spec)
+            manifest = self._manifest(action, outcome, outputs, metrics, log_digest, started)
+            if spec.cacheable:
+                self.store.put_action(action.key, manifest)
+            return manifest, outcome, log_digest, log_tail
+        finally:
+            sandbox.remove()
+
+    def _store_outputs(self, sandbox: Sandbox, spec) -> tuple[dict, dict]:
+        outputs = {}
+        metrics = {}
+        for path, (full, executable) in sorted(sandbox.collect(spec.outs).items()):
+            if path in spec.metrics:
+                metrics[path] = read_metrics(full)
+            digest = digest_file(full)
+            size = os.path.getsize(full)
+            self.store.put_file(full, digest, move=True)
+            outputs[path] = {"digest": digest, "size": size, "exec": executable}
+        return outputs, metrics
+
+    def _manifest(self, action, outcome, outputs, metrics, log_digest, started) -> dict:
+        spec = action.spec
+        out_dirs = [o for o in spec.outs if o not in outputs]
+        return {
+            "schema": 1,
+            "key": action.key,
+            "label": str(spec.label),
+            "kind": spec.kind,
+            "exit_code": outcome.exit_code,
+            "outputs": outputs,
+            "out_dirs": out_dirs,
+            "metrics": metrics,
+            "log": log_digest,
+            "provenance": {
+                "command": list(spec.argv),
+                "env": dict(spec.env),
+                "secrets": list(spec.secrets),
+                "inputs": {p: f.digest for p, f in sorted(action.inputs.items())},
+                "params": action.param_values,
+                "image_key": action.image_key,
+                "executor": outcome.executor,
+                "host": outcome.host or socket.gethostname(),
+                "started": started,
+                "duration": round(outcome.duration, 3),
+                **outcome.extra,
+                **self.provenance(),
+                "buildml_version": __version__,
+            },
+        }
+
+
+def _params_by_file(action) -> dict:
+    return {f: vals for f, vals in action.param_values.items() if f not in action.inputs}
+
+
+def failure_message(outcome) -> str:
+    if outcome.detail:
+        return outcome.detail
+    return f"exit code {outcome.exit_code}"
+

@@ -1,0 +1,161 @@
+"""The scheduler: walk the DAG in dependency order, running independent targets in parallel."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+from .errors import BuildmlError, CacheCorruption, Interrupted, UserError
+from .events import (CACHED, EXECUTED, FAILED, SKIPPED, UP_TO_DATE, WOULD_RESTORE, WOULD_RUN, BuildFinished,
+                     BuildStarted, Result, TargetFinished, TargetLog, TargetStarted)
+from .rebuilder import RESTORE, RUN, build_record
+from .rebuilder import UP_TO_DATE as DECIDED_UP_TO_DATE
+from .runner import failure_message
+from .store import BlobMissing
+
+
+class Scheduler:
+    """Considers each target once its dependencies are done; at most `jobs` at a time."""
+
+    def __init__(self, graph, rebuilder, runner, materializer, state, emit, jobs: int = 2,
+                 keep_going: bool = False, dry_run: bool = False, cancel=lambda: None):
+        self.graph, self.rebuilder, self.runner = graph, rebuilder, runner
+        self.materializer, self.state, self.emit = materializer, state, emit
+        self.jobs, self.keep_going, self.dry_run, self.cancel = max(1, jobs), keep_going, dry_run, cancel
+
+    def build(self, labels) -> BuildFinished:
+        order = self.graph.closure(labels)
+        start = time.monotonic()
+        self.emit(BuildStarted(tuple(order)))
+        results: dict = {}
+        interrupted = False
+        try:
+            self._walk(order, results)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            self.state.flush()
+        for label in order:
+            results.setdefault(label, Result(label, SKIPPED, error="build interrupted" if interrupted else "build stopped after a failure"))
+        finished = BuildFinished(tuple(results[l] for l in order), time.monotonic() - start, interrupted)
+        self.emit(finished)
+        if interrupted:
+            raise Interrupted("build interrupted; running actions were stopped and the cache is consistent")
+        return finished
+
+    def _walk(self, order, results) -> None:
+        dag = self.graph.dag.subgraph(order)
+        waiting = {l: dag.in_degree(l) for l in order}
+        ready = [l for l in order if waiting[l] == 0]
+        running: dict = {}
+        stopping = False
+        with ThreadPoolExecutor(self.jobs, thread_name_prefix="buildml") as pool:
+            try:
+                while ready or running:
+                    while ready and len(running) < self.jobs and not stopping:
+                        label = ready.pop(0)
+                        deps = {d: results[d] for d in dag.predecessors(label)}
+                        running[pool.submit(self._consider, label, deps)] = label
+                    if not running:
+                        break
+                    done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        label = running.pop(future)
+                        result = future.result()
+                        results[label] = result
+                        self.emit(TargetFinished(result))
+                        if result.status == FAILED and not self.keep_going:
+                            stopping = True
+                        for child in sorted(dag.successors(label)):
+                            if result.ok or result.status == WOULD_RUN:
+                                waiting[child] -= 1
+                                if waiting[child] == 0 and child not in results:
+                                    ready.append(child)
+                            else:
+                                self._skip(dag, child, label, results)
+                    ready = [l for l in ready if l not in results]
+            except KeyboardInterrupt:
+                self.cancel()
+                for future in list(running):
+                    future.cancel()
+                wait(running)
+                raise
+
+    def _skip(self, dag, label, failed, results) -> None:
+        if label in results:
+            return
+        result = Result(label, SKIPPED, error=f"dependency {failed} failed")
+        results[label] = result
+        self.emit(TargetFinished(result))
+        for child in sorted(dag.successors(label)):
+            self._skip(dag, child, failed, results)
+
+    # -- one target ----------------------------------------------------------------------
+    def _consider(self, label, deps: dict) -> Result:
+        start = time.monotonic()
+        spec = self.graph.specs[label]
+        try:
+            stale = [str(d) for d, r in deps.items() if r.status == WOULD_RUN]
+            if stale:
+                return Result(label, WOULD_RUN, reasons=tuple(f"dependency {d} is stale" for d in stale), is_test=spec.is_test)
+            action, staged = self.rebuilder.action_for(label, deps)
+            decision = self.rebuilder.decide(label, action)
+            result = self._act(label, action, staged, decision)
+        except UserError as exc:
+            result = Result(label, FAILED, error=exc.render(), user_error=exc)
+        except BuildmlError as exc:
+            result = Result(label, FAILED, error=exc.render())
+        result.duration = time.monotonic() - start
+        result.is_test = spec.is_test
+        return result
+
+    def _act(self, label, action, staged, decision) -> Result:
+        last = self.state.last_build(str(label))
+        if decision.what == DECIDED_UP_TO_DATE:
+            return Result(label, UP_TO_DATE, action.key, last["outputs"], manifest=last.get("manifest"))
+        if self.dry_run:
+            what = WOULD_RESTORE if decision.what == RESTORE else WOULD_RUN
+            outputs = decision.manifest["outputs"] if decision.manifest else {}
+            return Result(label, what, action.key, outputs, decision.reasons, manifest=decision.manifest)
+        if decision.what == RESTORE:
+            try:
+                self._restore(label, action, decision.manifest)
+                return Result(label, CACHED, action.key, decision.manifest["outputs"], decision.reasons,
+                              source=decision.manifest.get("_source", "local"), manifest=decision.manifest)
+            except (CacheCorruption, BlobMissing) as exc:
+                reason = exc.message if isinstance(exc, CacheCorruption) else "a cached output blob is missing"
+                decision = decision.__class__(RUN, (reason,))
+        return self._execute(label, action, staged, decision.reasons)
+
+    def _execute(self, label, action, staged, reasons) -> Result:
+        executor = self.runner.executor_for(action.spec).name
+        self.emit(TargetStarted(label, executor, reasons))
+        manifest, outcome, log_digest, log_tail = self.runner.run(
+            action, staged, lambda line: self.emit(TargetLog(label, line)))
+        if manifest is None:
+            self.state.record_log(str(label), log_digest)
+            return Result(label, FAILED, action.key, reasons=reasons, source=executor, error=failure_message(outcome),
+                          log_tail=log_tail, log_digest=log_digest)
+        self._restore(label, action, manifest)
+        self.state.record_log(str(label), log_digest)
+        status = EXECUTED if outcome is not None else CACHED
+        return Result(label, status, action.key, manifest["outputs"], reasons, source=executor if outcome else "local",
+                      manifest=manifest, log_digest=log_digest)
+
+    def _restore(self, label, action, manifest) -> None:
+        spec = action.spec
+        self.materializer.restore(manifest["outputs"], spec.outs, manifest.get("out_dirs", ()))
+        record = build_record(action, manifest["outputs"])
+        record["manifest"] = {k: manifest[k] for k in ("key", "log", "metrics", "exit_code") if k in manifest}
+        self.state.record_build(str(label), action.key, record)
+
+
+def exit_status(finished: BuildFinished) -> int:
+    """0 success, 1 build failure, 2 a configuration (user) error surfaced during the build."""
+    failed = [r for r in finished.results if r.status == FAILED]
+    if any(getattr(r, "user_error", None) for r in failed):
+        return 2
+    return 1 if failed or finished.count(SKIPPED) else 0
+
+
+

@@ -1,0 +1,8 @@
+"""Built-in target kinds (installed as `buildml.rules`)."""
+
+from .command import CommandRule
+
+
+def builtin_rules():
+    """One instance of each built-in kind."""
+    return [CommandRule()]
