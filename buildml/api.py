@@ -84,11 +84,26 @@ class Session:
         return "" if str(rel) == "." else rel.as_posix()
 
     def executor(self):
+        """The local executor (or the one a test injected)."""
         if self._executor is None:
             from .executors.local import LocalExecutor
 
             self._executor = LocalExecutor()
         return self._executor
+
+    def executor_for(self, spec):
+        """The executor that runs spec: the injected/local one unless the target needs another.
+
+        Hook for the container and remote executors: pick by spec.image / spec.executor here.
+        """
+        return self.executor()
+
+    def cancel_all(self) -> None:
+        """Stop every running action on every executor in use (Ctrl-C)."""
+        self.executor().cancel()
+
+    def warn(self, message: str) -> None:
+        self.emit(Warning(message))
 
     # -- commands --------------------------------------------------------------------------
     def select(self, patterns) -> list:
@@ -106,15 +121,13 @@ class Session:
     def _scheduler(self, dry_run: bool) -> Scheduler:
         hasher = Hasher(self.state)
         out_root = self.options.out_root or str(self.ws.root)
-        warn = lambda message: self.emit(Warning(message))
-        materializer = Materializer(out_root, self.state, hasher, self.store, warn, self.ws.state_dir / "displaced")
+        materializer = Materializer(out_root, self.state, hasher, self.store, self.warn, self.ws.state_dir / "displaced")
         params = ParamsReader(self.ws.root, self.options.param_overrides)
         rebuilder = Rebuilder(self.graph, self.state, hasher, params, self.store, materializer)
-        executor = self.executor()
-        runner = Runner(self.store, lambda spec: executor, functools.cache(lambda: git_provenance(self.ws.root)))
+        runner = Runner(self.store, self.executor_for, functools.cache(lambda: git_provenance(self.ws.root)))
         jobs = self.options.jobs or self.ws.settings.jobs or os.cpu_count() or 2
         return Scheduler(self.graph, rebuilder, runner, materializer, self.state, self.emit, jobs,
-                         self.options.keep_going, dry_run, cancel=executor.cancel)
+                         self.options.keep_going, dry_run, cancel=self.cancel_all)
 
     def explain(self, pattern: str) -> dict:
         """The key inputs of one target and how they differ from its last build."""
