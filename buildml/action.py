@@ -30,6 +30,7 @@ class ActionSpec:
     timeout: float | None = None
     executor: str | None = None
     is_test: bool = False
+    retries: int = 0  # re-runs of a failing test (not part of the key)
     cacheable: bool = True
     extra: tuple = ()  # rule-specific key material (canonical-JSON-able)
 

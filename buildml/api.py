@@ -38,6 +38,8 @@ class Options:
     out_root: str | None = None  # None: outputs go in place in the workspace
     param_overrides: dict = field(default_factory=dict)
     executor: str | None = None
+    rerun_tests: bool = False  # --no-cache-test-results
+    test_retries: int | None = None  # --retries
 
 
 def default_registry() -> RuleRegistry:
@@ -111,7 +113,21 @@ class Session:
 
     def build(self, patterns, dry_run: bool = False):
         """Build (or, with dry_run, only decide) the targets matched by patterns and their deps."""
-        labels = self.select(patterns)
+        return self._run(self.select(patterns), dry_run)
+
+    def test_labels(self, patterns) -> list:
+        """The test targets matched by patterns (only tests)."""
+        labels = [l for l in self.select(patterns) if self.graph.specs[l].is_test]
+        if not labels:
+            raise UserError(f"no test targets match {' '.join(patterns) or '//...'}",
+                            hint="test targets have `kind: test` in their BUILD.yaml")
+        return labels
+
+    def test(self, patterns):
+        """Build what the matched tests need and run the tests (passes are cached by key)."""
+        return self._run(self.test_labels(patterns), False)
+
+    def _run(self, labels, dry_run: bool):
         scheduler = self._scheduler(dry_run)
         try:
             return scheduler.build(labels)
@@ -123,11 +139,11 @@ class Session:
         out_root = self.options.out_root or str(self.ws.root)
         materializer = Materializer(out_root, self.state, hasher, self.store, self.warn, self.ws.state_dir / "displaced")
         params = ParamsReader(self.ws.root, self.options.param_overrides)
-        rebuilder = Rebuilder(self.graph, self.state, hasher, params, self.store, materializer)
+        rebuilder = Rebuilder(self.graph, self.state, hasher, params, self.store, materializer, self.options.rerun_tests)
         runner = Runner(self.store, self.executor_for, functools.cache(lambda: git_provenance(self.ws.root)))
         jobs = self.options.jobs or self.ws.settings.jobs or os.cpu_count() or 2
         return Scheduler(self.graph, rebuilder, runner, materializer, self.state, self.emit, jobs,
-                         self.options.keep_going, dry_run, cancel=self.cancel_all)
+                         self.options.keep_going, dry_run, cancel=self.cancel_all, retries=self.options.test_retries)
 
     def explain(self, pattern: str) -> dict:
         """The key inputs of one target and how they differ from its last build."""

@@ -93,6 +93,34 @@ def build(targets, jobs, keep_going, params, as_json, verbose, quiet):
 
 @cli.command()
 @click.argument("targets", nargs=-1)
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="actions to run at once (default: cores)")
+@click.option("-k", "--keep-going", is_flag=True, help="run the other tests after a failure")
+@click.option("--no-cache-test-results", is_flag=True, help="re-run tests even when a passing result is cached")
+@click.option("--retries", type=click.IntRange(min=0), help="re-run a failing test up to N times (passes are flaky)")
+@click.option("--junit-xml", type=click.Path(dir_okay=False), help="write a JUnit XML report here")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="override a param for this run")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+@click.option("-v", "--verbose", count=True, help="more output (-vv: action logs)")
+@click.option("-q", "--quiet", is_flag=True, help="only test results and the summary")
+def test(targets, jobs, keep_going, no_cache_test_results, retries, junit_xml, params, as_json, verbose, quiet):
+    """Run the test targets matched by TARGETS (default //...), building what they need; passes are cached."""
+    from .api import Options
+    from .scheduler import exit_status
+    from .test_report import TestReporter, write_junit
+
+    options = Options(jobs=jobs, keep_going=keep_going, param_overrides=_overrides(params),
+                      rerun_tests=no_cache_test_results, test_retries=retries)
+    session = _session(options)
+    reporter = _reporter(as_json, verbose, quiet)
+    session.emit = reporter if as_json else TestReporter(reporter)
+    finished = session.test(targets)
+    if junit_xml:
+        write_junit(finished, junit_xml)
+    return exit_status(finished)
+
+
+@cli.command()
+@click.argument("targets", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def status(targets, as_json):
     """Show which targets are stale and why (nothing is built)."""

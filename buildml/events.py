@@ -33,6 +33,11 @@ class Result:
     log_digest: str | None = None
     is_test: bool = False
     user_error: object = None  # the UserError behind a FAILED status, if it was a configuration problem
+    attempts: int = 1  # executions it took (tests with retries)
+
+    @property
+    def flaky(self) -> bool:
+        return self.is_test and self.status == EXECUTED and self.attempts > 1
 
     @property
     def ok(self) -> bool:

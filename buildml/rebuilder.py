@@ -32,7 +32,8 @@ class Decision:
 class Rebuilder:
     """Builds actions from the graph and the results of their dependencies, and decides."""
 
-    def __init__(self, graph, state, hasher, params, store, materializer):
+    def __init__(self, graph, state, hasher, params, store, materializer, rerun_tests: bool = False):
+        self.rerun_tests = rerun_tests
         self.graph, self.state, self.hasher = graph, state, hasher
         self.params, self.store, self.materializer = params, store, materializer
         self.root = str(graph.workspace.root)
@@ -100,6 +101,8 @@ class Rebuilder:
     def decide(self, label, action: Action) -> Decision:
         """UP_TO_DATE (outputs in place), RESTORE (cache hit) or RUN, with reasons."""
         key = action.key
+        if action.spec.is_test and self.rerun_tests:
+            return Decision(RUN, ("test results not taken from the cache (--no-cache-test-results)",))
         last = self.state.last_build(str(label))
         if last is not None and last.get("key") == key and self.materializer.intact(last["outputs"]):
             return Decision(UP_TO_DATE)

@@ -73,11 +73,15 @@ class Runner:
         self.provenance = provenance  # () -> build-wide facts: git commit, dirty
         self.caller_env = dict(os.environ if caller_env is None else caller_env)
 
-    def run(self, action, staged, on_line) -> tuple[dict | None, object, str, str]:
-        """Execute under a per-key lock; return (manifest or None, outcome, log digest, log tail)."""
+    def run(self, action, staged, on_line, use_cache: bool = True) -> tuple[dict | None, object, str, str]:
+        """Execute under a per-key lock; return (manifest or None, outcome, log digest, log tail).
+
+        Under the lock the cache is checked again (unless use_cache is false): another process
+        may have built the same key meanwhile.
+        """
         spec = action.spec
         with FileLock(str(self.store.lock_path(action.key))):
-            if spec.cacheable:
+            if spec.cacheable and use_cache:
                 done = self.store.get_action(action.key)
                 if done is not None and done.get("exit_code") == 0 and \
                         all(self.store.has_blob(m["digest"]) for m in done.get("outputs", {}).values()):

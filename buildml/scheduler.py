@@ -18,7 +18,8 @@ class Scheduler:
     """Considers each target once its dependencies are done; at most `jobs` at a time."""
 
     def __init__(self, graph, rebuilder, runner, materializer, state, emit, jobs: int = 2,
-                 keep_going: bool = False, dry_run: bool = False, cancel=lambda: None):
+                 keep_going: bool = False, dry_run: bool = False, cancel=lambda: None, retries: int | None = None):
+        self.retries = retries  # overrides every test's own retries when set
         self.graph, self.rebuilder, self.runner = graph, rebuilder, runner
         self.materializer, self.state, self.emit = materializer, state, emit
         self.jobs, self.keep_going, self.dry_run, self.cancel = max(1, jobs), keep_going, dry_run, cancel
@@ -130,17 +131,28 @@ class Scheduler:
     def _execute(self, label, action, staged, reasons) -> Result:
         executor = self.runner.executor_for(action.spec).name
         self.emit(TargetStarted(label, executor, reasons))
-        manifest, outcome, log_digest, log_tail = self.runner.run(
-            action, staged, lambda line: self.emit(TargetLog(label, line)))
+        attempts = 0
+        while True:
+            attempts += 1
+            manifest, outcome, log_digest, log_tail = self.runner.run(
+                action, staged, lambda line: self.emit(TargetLog(label, line)),
+                use_cache=not (action.spec.is_test and self.rebuilder.rerun_tests))
+            if manifest is not None or attempts > self._retries(action.spec):
+                break
         if manifest is None:
             self.state.record_log(str(label), log_digest)
             return Result(label, FAILED, action.key, reasons=reasons, source=executor, error=failure_message(outcome),
-                          log_tail=log_tail, log_digest=log_digest)
+                          log_tail=log_tail, log_digest=log_digest, attempts=attempts)
         self._restore(label, action, manifest)
         self.state.record_log(str(label), log_digest)
         status = EXECUTED if outcome is not None else CACHED
         return Result(label, status, action.key, manifest["outputs"], reasons, source=executor if outcome else "local",
-                      manifest=manifest, log_digest=log_digest)
+                      manifest=manifest, log_digest=log_digest, attempts=attempts)
+
+    def _retries(self, spec) -> int:
+        if not spec.is_test:
+            return 0
+        return spec.retries if self.retries is None else self.retries
 
     def _restore(self, label, action, manifest) -> None:
         spec = action.spec

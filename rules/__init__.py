@@ -1,8 +1,9 @@
 """Built-in target kinds (installed as `buildml.rules`)."""
 
 from .command import CommandRule
+from .test import TestRule
 
 
 def builtin_rules():
     """One instance of each built-in kind."""
-    return [CommandRule()]
+    return [CommandRule(), TestRule()]
