@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from types import MappingProxyType
 
 from .errors import LoadError, did_you_mean
 from .labels import _NAME, Label
 from .rule import RuleRegistry, Target
 from .workspace import BUILD_FILE, ROOT_FILE, SKIP_DIRS, Workspace
-from .yamlsrc import load_yaml_file
+from .hasher import RACY_NS
+from .yamlsrc import LazyDocument, load_yaml_file
 
 _TOP_KEYS = ("targets",)
 
@@ -30,11 +33,18 @@ def find_packages(root) -> list[str]:
     return packages
 
 
-def load_package(ws: Workspace, package: str, registry: RuleRegistry) -> dict[Label, Target]:
+def load_package(ws: Workspace, package: str, registry: RuleRegistry, cache: "LoadCache | None" = None) -> dict[Label, Target]:
     """Parse and validate one package's BUILD.yaml."""
     display = f"{package}/{BUILD_FILE}" if package else BUILD_FILE
-    doc = load_yaml_file(os.path.join(ws.abspath(package), BUILD_FILE), display)
-    data = doc.data
+    path = os.path.join(ws.abspath(package), BUILD_FILE)
+    cached = cache.get(path) if cache else None
+    if cached is not None:
+        doc, data = LazyDocument(path, display), cached
+    else:
+        doc = load_yaml_file(path, display)
+        data = doc.data
+        if cache:
+            cache.put(path, data)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -73,8 +83,65 @@ def _load_target(doc, package: str, name, raw, registry: RuleRegistry) -> Target
 
 
 def load_targets(ws: Workspace, registry: RuleRegistry) -> dict[Label, Target]:
-    """Every target of the workspace."""
+    """Every target of the workspace (unchanged BUILD files come from the load cache)."""
     targets: dict[Label, Target] = {}
+    cache = LoadCache(ws.state_dir / "load-cache.json", registry)
     for package in find_packages(ws.root):
-        targets.update(load_package(ws, package, registry))
+        targets.update(load_package(ws, package, registry, cache))
+    cache.save()
     return targets
+
+
+class LoadCache:
+    """Parsed BUILD file data keyed by the file's stat signature, in one JSON file.
+
+    JSON, never pickle: a cache file committed by mistake (or by an attacker) is data, not code.
+    Validation still runs on every load; only YAML parsing is skipped.
+    """
+
+    def __init__(self, path, registry: RuleRegistry):
+        from . import __version__
+
+        self.path = path
+        self.stamp = f"{__version__}:{','.join(registry.kinds())}"
+        self.entries: dict = {}
+        self.dirty = False
+        try:
+            with open(path) as f:
+                saved = json.load(f)
+            if saved.get("stamp") == self.stamp:
+                self.entries = saved.get("files", {})
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    @staticmethod
+    def _sig(path: str):
+        st = os.stat(path)
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+    def get(self, path: str):
+        entry = self.entries.get(path)
+        if entry is None or entry[0] != self._sig(path) or time.time_ns() - entry[0][1] < RACY_NS:
+            return None
+        return entry[1]
+
+    def put(self, path: str, data) -> None:
+        try:
+            if json.loads(json.dumps(data)) != data:  # only plain JSON-shaped data round-trips exactly
+                return
+        except (TypeError, ValueError):
+            return
+        self.entries[path] = [self._sig(path), data]
+        self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            tmp = f"{self.path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump({"stamp": self.stamp, "files": self.entries}, f)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a cache that cannot be written only costs speed

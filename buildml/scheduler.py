@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from .errors import BuildmlError, CacheCorruption, Interrupted, UserError
@@ -45,42 +46,54 @@ class Scheduler:
         return finished
 
     def _walk(self, order, results) -> None:
+        """Decide each ready target inline (cheap: stats and lookups); only work goes to the pool."""
         dag = self.graph.dag.subgraph(order)
-        waiting = {l: dag.in_degree(l) for l in order}
-        ready = [l for l in order if waiting[l] == 0]
+        self._dag, self._results = dag, results
+        self._waiting = {l: dag.in_degree(l) for l in order}
+        self._ready = deque(l for l in order if self._waiting[l] == 0)
+        self._stopping = False
+        queued: deque = deque()
         running: dict = {}
-        stopping = False
         with ThreadPoolExecutor(self.jobs, thread_name_prefix="buildml") as pool:
             try:
-                while ready or running:
-                    while ready and len(running) < self.jobs and not stopping:
-                        label = ready.pop(0)
-                        deps = {d: results[d] for d in dag.predecessors(label)}
-                        running[pool.submit(self._consider, label, deps)] = label
+                while self._ready or running or (queued and not self._stopping):
+                    while self._ready and not self._stopping:
+                        label = self._ready.popleft()
+                        if label in results:
+                            continue
+                        prepared = self._prepare(label, {d: results[d] for d in dag.predecessors(label)})
+                        if isinstance(prepared, Result):
+                            self._finish(label, prepared)
+                        else:
+                            queued.append((label, prepared))
+                    while queued and len(running) < self.jobs and not self._stopping:
+                        label, prepared = queued.popleft()
+                        running[pool.submit(self._complete, label, *prepared)] = label
                     if not running:
-                        break
+                        continue
                     done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
                     for future in done:
-                        label = running.pop(future)
-                        result = future.result()
-                        results[label] = result
-                        self.emit(TargetFinished(result))
-                        if result.status == FAILED and not self.keep_going:
-                            stopping = True
-                        for child in sorted(dag.successors(label)):
-                            if result.ok or result.status == WOULD_RUN:
-                                waiting[child] -= 1
-                                if waiting[child] == 0 and child not in results:
-                                    ready.append(child)
-                            else:
-                                self._skip(dag, child, label, results)
-                    ready = [l for l in ready if l not in results]
+                        self._finish(running.pop(future), future.result())
             except KeyboardInterrupt:
                 self.cancel()
                 for future in list(running):
                     future.cancel()
                 wait(running)
                 raise
+
+    def _finish(self, label, result: Result) -> None:
+        """Record a result and release (or skip) the targets waiting on it."""
+        self._results[label] = result
+        self.emit(TargetFinished(result))
+        if result.status == FAILED and not self.keep_going:
+            self._stopping = True
+        for child in sorted(self._dag.successors(label)):
+            if result.ok or result.status == WOULD_RUN:
+                self._waiting[child] -= 1
+                if self._waiting[child] == 0 and child not in self._results:
+                    self._ready.append(child)
+            else:
+                self._skip(self._dag, child, label, self._results)
 
     def _skip(self, dag, label, failed, results) -> None:
         if label in results:
@@ -92,26 +105,45 @@ class Scheduler:
             self._skip(dag, child, failed, results)
 
     # -- one target ----------------------------------------------------------------------
-    def _consider(self, label, deps: dict) -> Result:
-        start = time.monotonic()
+    def _prepare(self, label, deps: dict):
+        """Hash inputs and decide. A Result when that settles it (up to date, dry run, error), else the work."""
         spec = self.graph.specs[label]
+        stale = [str(d) for d, r in deps.items() if r.status == WOULD_RUN]
+        if stale:
+            return Result(label, WOULD_RUN, reasons=tuple(f"dependency {d} is stale" for d in stale), is_test=spec.is_test)
+        return self._guarded(label, self._decide, label, deps)
+
+    def _decide(self, label, deps):
+        action, staged = self.rebuilder.action_for(label, deps)
+        decision = self.rebuilder.decide(label, action)
+        if decision.what == DECIDED_UP_TO_DATE or self.dry_run:
+            return self._act(label, action, staged, decision)
+        return action, staged, decision
+
+    def _complete(self, label, action, staged, decision) -> Result:
+        """Restore or execute (in a worker thread)."""
+        return self._guarded(label, self._act, label, action, staged, decision)
+
+    def _guarded(self, label, fn, *args):
+        """Run fn, turning buildml errors into a FAILED result and timing Results."""
+        start = time.monotonic()
         try:
-            stale = [str(d) for d, r in deps.items() if r.status == WOULD_RUN]
-            if stale:
-                return Result(label, WOULD_RUN, reasons=tuple(f"dependency {d} is stale" for d in stale), is_test=spec.is_test)
-            action, staged = self.rebuilder.action_for(label, deps)
-            decision = self.rebuilder.decide(label, action)
-            result = self._act(label, action, staged, decision)
+            result = fn(*args)
         except UserError as exc:
             result = Result(label, FAILED, error=exc.render(), user_error=exc)
         except BuildmlError as exc:
             result = Result(label, FAILED, error=exc.render())
-        result.duration = time.monotonic() - start
-        result.is_test = spec.is_test
+        if isinstance(result, Result):
+            result.duration = time.monotonic() - start
+            result.is_test = self.graph.specs[label].is_test
         return result
 
     def _act(self, label, action, staged, decision) -> Result:
         last = self.state.last_build(str(label))
+        if decision.what in (DECIDED_UP_TO_DATE, RESTORE):  # e.g. an image removed from the engine since
+            gone = getattr(self.runner, "missing", lambda a: "")(action)
+            if gone:
+                decision = decision.__class__(RUN, (gone,))
         if decision.what == DECIDED_UP_TO_DATE:
             return Result(label, UP_TO_DATE, action.key, last["outputs"], manifest=last.get("manifest"))
         if self.dry_run:

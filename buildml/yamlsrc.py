@@ -115,6 +115,23 @@ def load_yaml(text: str | bytes, file: str) -> Document:
     return Document(file, data, builder.locations)
 
 
+class LazyDocument:
+    """Stands in for a Document whose data came from the load cache; parses the file only if a
+    location is asked for (i.e. only when reporting an error)."""
+
+    def __init__(self, path, display: str):
+        self.path, self.file = path, display
+        self._doc = None
+
+    def where(self, path: tuple) -> Location:
+        if self._doc is None:
+            try:
+                self._doc = load_yaml_file(self.path, self.file)
+            except LoadError:
+                return Location(self.file)
+        return self._doc.where(path)
+
+
 def load_yaml_file(path, display: str) -> Document:
     """Read and parse a YAML file; `display` is the name shown in messages."""
     try:
