@@ -1,0 +1,140 @@
+"""The image builder: builds an image target's Dockerfile with the docker SDK and tags it <repository>:<key>."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import time
+
+from . import RunOutcome, RunRequest, mask
+from ..docker_engine import engine_error
+from ..dockerignore import biggest
+
+INLINE_DOCKERFILE = ".buildml.Dockerfile"  # where a Dockerfile outside the context goes in the tar
+_PULL_FAILURES = ("dial tcp", "pull access denied", "manifest unknown", "repository does not exist", "not found")
+
+
+class ImageBuilder:
+    """Builds images; `missing` tells the scheduler when a remembered image left the engine."""
+
+    name = "docker-build"
+
+    def __init__(self, engine, naming, warn=lambda message: None):
+        self.engine = engine
+        self.naming = naming  # label -> (repository, extra tags, push)
+        self.warn = warn
+
+    def missing(self, action) -> str:
+        """'' when the image tagged with the key is in the engine (or was fetched from the registry), else why not."""
+        repository = self.naming(action.spec.label)[0]
+        if self.engine.image_present(f"{repository}:{action.key}") or self.engine.pull_from_registry(repository, action.key):
+            return ""
+        return f"image {repository}:{action.key[:12]}... is not in the Docker engine"
+
+    def run(self, request: RunRequest) -> RunOutcome:
+        action = request.action
+        repository, tags, push = self.naming(action.spec.label)
+        ref = f"{repository}:{action.key}"
+        start = time.monotonic()
+        say = _logger(request)
+        if self.engine.image_present(ref):
+            say(f"image {ref} is already in the engine; build skipped")
+        else:
+            error = self._build(request, ref, say)
+            if error and any(m in error for m in _PULL_FAILURES):
+                say("hint: a base image (FROM) is missing and could not be pulled; make it locally "
+                    "(e.g. tools/base-images.sh) or configure docker.registry")
+            if error:
+                return RunOutcome(1, time.monotonic() - start, self.name, self.engine.host, detail=f"image build failed: {error}")
+        image = self.engine.client().images.get(ref)
+        for tag in tags:
+            image.tag(repository, tag)
+        if push:
+            self._push(repository, action.key, say)
+        return RunOutcome(0, time.monotonic() - start, self.name, self.engine.host,
+                          extra={"image": ref, "image_id": image.id})
+
+    # -- steps -------------------------------------------------------------------------
+    def _build(self, request: RunRequest, ref: str, say) -> str:
+        """Build from the staged context; return the engine's error message, or ''."""
+        import docker
+
+        spec = request.action.spec
+        dockerfile, context = spec.argv[3], spec.argv[-1]
+        extra = dict(spec.extra)
+        tar_path, dockerfile_in_tar = self._context_tar(request, context, dockerfile)
+        say(f"building {ref} from {dockerfile} (context {context}/)")
+        try:
+            with open(tar_path, "rb") as tar:
+                stream = self.engine.client().api.build(
+                    fileobj=tar, custom_context=True, dockerfile=dockerfile_in_tar, tag=ref, rm=True, forcerm=True,
+                    buildargs=dict(extra.get("build_args") or []), target=extra.get("target"), decode=True)
+                return _follow(stream, say)
+        except docker.errors.APIError as exc:
+            raise engine_error(exc, f"building {spec.label}") from None
+        finally:
+            os.unlink(tar_path)
+
+    def _context_tar(self, request: RunRequest, context: str, dockerfile: str) -> tuple[str, str]:
+        """Tar exactly the context files the key covers (those that survived .dockerignore)."""
+        ws, prefix = request.sandbox.ws, context + "/"
+        files = sorted(p for p in request.action.inputs if p.startswith(prefix))
+        self._warn_size(request, context, {p[len(prefix):]: os.path.getsize(ws / p) for p in files})
+        inside = dockerfile.startswith(prefix)
+        tar_path = str(request.sandbox.root / "context.tar")
+        with tarfile.open(tar_path, "w") as tar:
+            for path in files:
+                tar.add(ws / path, arcname=path[len(prefix):], recursive=False, filter=_normalize)
+            if not inside:
+                tar.add(ws / dockerfile, arcname=INLINE_DOCKERFILE, filter=_normalize)
+        return tar_path, dockerfile[len(prefix):] if inside else INLINE_DOCKERFILE
+
+    def _warn_size(self, request: RunRequest, context: str, sizes: dict) -> None:
+        total = sum(sizes.values())
+        if total <= self.engine.settings.context_warn_bytes:
+            return
+        top = ", ".join(f"{p} ({_mb(n)})" for p, n in biggest(sizes))
+        self.warn(f"the build context of {request.action.spec.label} is {_mb(total)}; biggest: {top}; "
+                  f"list what the image does not need in {context}/.dockerignore")
+
+    def _push(self, repository: str, key: str, say) -> None:
+        if not self.engine.settings.registry:
+            self.warn(f"push: true for {repository} but buildml.yaml sets no docker.registry; not pushed")
+            return
+        self.engine.push(repository, key, say)
+
+
+def _follow(stream, say) -> str:
+    """Relay the build's JSON stream line by line; return its error, or ''."""
+    pending = ""
+    for chunk in stream:
+        if "error" in chunk:
+            say(chunk["error"].rstrip())
+            return chunk["error"].strip().splitlines()[-1] if chunk["error"].strip() else "unknown error"
+        pending += chunk.get("stream", "") or (chunk.get("status", "") + "\n" if chunk.get("status") else "")
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            say(line)
+    if pending:
+        say(pending)
+    return ""
+
+
+def _logger(request: RunRequest):
+    def say(line: str) -> None:
+        line = mask(line.rstrip("\r"), request.masks)
+        with open(request.log_path, "a", encoding="utf-8", errors="replace") as log:
+            log.write(line + "\n")
+        request.on_line(line)
+    return say
+
+
+def _normalize(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mtime = 0
+    return info
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MB"
