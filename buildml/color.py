@@ -1,0 +1,40 @@
+"""Colour decisions (--color/--no-color, NO_COLOR, TTY) and ANSI colouring of plain reporter lines."""
+
+from __future__ import annotations
+
+import os
+import re
+
+_STYLES = {"FAILED": "31;1", "BUILD FAILED": "31;1", "NOT BUILT": "33", "WARNING": "33",
+           "DONE": "32", "CACHED": "36", "RUN": "34", "UP-TO-DATE": "2"}
+_WORD = re.compile(r"^(\d\d:\d\d:\d\d )(BUILD FAILED|NOT BUILT|UP-TO-DATE|FAILED|WARNING|CACHED|DONE|RUN)\b")
+
+
+def use_color(flag: bool | None, stream) -> bool:
+    """An explicit --color/--no-color wins; else NO_COLOR (any value) turns colour off; else colour on a TTY."""
+    if flag is not None:
+        return flag
+    if os.environ.get("NO_COLOR"):
+        return False
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def paint(line: str) -> str:
+    """The line with its leading status word coloured (ANSI SGR), or unchanged."""
+    return _WORD.sub(lambda m: f"{m.group(1)}\x1b[{_STYLES[m.group(2)]}m{m.group(2)}\x1b[0m", line)
+
+
+class ColorStream:
+    """A text stream wrapper that colours the status word of each plain reporter line."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write("\n".join(paint(line) for line in text.split("\n")))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
