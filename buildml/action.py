@@ -33,6 +33,7 @@ class ActionSpec:
     retries: int = 0  # re-runs of a failing test (not part of the key)
     cacheable: bool = True
     extra: tuple = ()  # rule-specific key material (canonical-JSON-able)
+    context_filter: tuple | None = None  # (dir, ignore file): files under dir matched by the .dockerignore are not inputs
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,10 @@ class Options:
     executor: str | None = None
     rerun_tests: bool = False  # --no-cache-test-results
     test_retries: int | None = None  # --retries
+    at_revision: str | None = None  # --at: the commit being built (external data is then taken from the lock)
+    update_lock: bool = False  # --update-lock: re-pin drifted external data instead of stopping
+    remote_cache: str | None = None  # --remote-cache URL (else $BUILDML_REMOTE_CACHE, else cache.remote)
+    remote_upload: bool | None = None  # --remote-upload/--no-remote-upload (None: the cache.upload setting)
 
 
 def default_registry() -> RuleRegistry:
@@ -59,6 +63,7 @@ class Session:
         self.cwd = Path(start).resolve()
         self.registry = registry or default_registry()
         self._executor = executor
+        self._injected = executor is not None  # a test's executor runs everything
         self._graph = None
         self._store = None
         self.state = State(self.ws.state_dir)
@@ -68,13 +73,19 @@ class Session:
     def graph(self):
         if self._graph is None:
             self._graph = analyse(self.ws, load_targets(self.ws, self.registry), self.registry)
+            if self.options.executor == "local":  # --executor local: no images, containerized targets run here
+                from .containers import strip_images
+
+                strip_images(self._graph, self.warn)
         return self._graph
 
     @property
     def store(self):
         if self._store is None:
             cache = self.options.cache_dir or default_cache_dir(self.ws.settings, self.ws.root)
-            self._store = LocalStore(cache)
+            from .tiered_store import open_store
+
+            self._store = open_store(LocalStore(cache), self.ws.settings, self.options, self.warn)
         return self._store
 
     @property
@@ -98,11 +109,26 @@ class Session:
 
         Hook for the container and remote executors: pick by spec.image / spec.executor here.
         """
+        from .containers import runs_in_docker
+
+        if not self._injected and self.options.executor != "local" and runs_in_docker(spec):
+            return self.containers.executor_for(spec)
         return self.executor()
+
+    @property
+    def containers(self):
+        """The Docker engine side (image builds, container runs), made when a target first needs it."""
+        if self.__dict__.get("_containers") is None:
+            from .containers import Containers
+
+            self._containers = Containers(self.ws.settings.raw.get("docker"), self.graph.targets, self.warn)
+        return self._containers
 
     def cancel_all(self) -> None:
         """Stop every running action on every executor in use (Ctrl-C)."""
         self.executor().cancel()
+        if self.__dict__.get("_containers") is not None:
+            self._containers.cancel()
 
     def warn(self, message: str) -> None:
         self.emit(Warning(message))
@@ -113,7 +139,14 @@ class Session:
 
     def build(self, patterns, dry_run: bool = False):
         """Build (or, with dry_run, only decide) the targets matched by patterns and their deps."""
-        return self._run(self.select(patterns), dry_run)
+        return self._run(self.build_labels(patterns), dry_run)
+
+    def build_labels(self, patterns) -> list:
+        """Targets to build: wildcards (//..., :all) match no test targets; a test named exactly is included."""
+        from .labels import parse_pattern
+
+        named = {(p.package, p.name) for p in (parse_pattern(t, self.current_package) for t in patterns) if p.name}
+        return [l for l in self.select(patterns) if not self.graph.specs[l].is_test or tuple(l) in named]
 
     def test_labels(self, patterns) -> list:
         """The test targets matched by patterns (only tests)."""
@@ -128,9 +161,15 @@ class Session:
         return self._run(self.test_labels(patterns), False)
 
     def _run(self, labels, dry_run: bool):
+        from .cache_admin import cache_lock, record_build
+
         scheduler = self._scheduler(dry_run)
         try:
-            return scheduler.build(labels)
+            with cache_lock(getattr(self.store, "local", self.store)):
+                finished = scheduler.build(labels)
+            if not dry_run:
+                record_build(self.store, finished)
+            return finished
         finally:
             self.state.close()
 
@@ -139,7 +178,10 @@ class Session:
         out_root = self.options.out_root or str(self.ws.root)
         materializer = Materializer(out_root, self.state, hasher, self.store, self.warn, self.ws.state_dir / "displaced")
         params = ParamsReader(self.ws.root, self.options.param_overrides)
-        rebuilder = Rebuilder(self.graph, self.state, hasher, params, self.store, materializer, self.options.rerun_tests)
+        from .external import external_data
+
+        rebuilder = Rebuilder(self.graph, self.state, hasher, params, self.store, materializer, self.options.rerun_tests,
+                              external_data(self, dry_run))
         runner = Runner(self.store, self.executor_for, functools.cache(lambda: git_provenance(self.ws.root)))
         jobs = self.options.jobs or self.ws.settings.jobs or os.cpu_count() or 2
         return Scheduler(self.graph, rebuilder, runner, materializer, self.state, self.emit, jobs,
@@ -162,12 +204,10 @@ class Session:
         return info
 
     def deps(self, pattern: str, reverse: bool = False) -> list:
-        import networkx as nx
-
         labels = self.select([pattern])
         found = set()
         for label in labels:
-            found |= (nx.descendants if reverse else nx.ancestors)(self.graph.dag, label)
+            found |= (self.graph.dag.descendants if reverse else self.graph.dag.ancestors)(label)
         return sorted(found)
 
     def log(self, pattern: str) -> bytes:

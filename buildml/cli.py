@@ -46,10 +46,25 @@ def main(argv=None) -> None:
     sys.exit(code or 0)
 
 
-def _session(options=None, emit=lambda e: None):
+def _session(options=None, emit=lambda e: None, at=None):
     from .api import Options, Session
 
-    return Session(".", options or Options(), emit)
+    if at is None:
+        return Session(".", options or Options(), emit)
+    from .history import session_at  # the checkout lives until the command ends, however it ends
+
+    return click.get_current_context().with_resource(session_at(at, options or Options(), emit))
+
+
+def _at_option(f):
+    return click.option("--at", "at", metavar="REV",
+                        help="use git revision REV's tree (sha, tag, branch, HEAD~3) with the same caches")(f)
+
+
+def _out_options(f):
+    f = click.option("--update-lock", is_flag=True, help="re-pin external data that drifted from buildml.lock")(f)
+    return click.option("--out", "out", type=click.Path(file_okay=False),
+                        help="put outputs under DIR (with --at, default buildml-out/@SHA)")(f)
 
 
 def _reporter(as_json: bool, verbose: int, quiet: bool, show=()):
@@ -58,6 +73,47 @@ def _reporter(as_json: bool, verbose: int, quiet: bool, show=()):
     if as_json:
         return JsonReporter()
     return PlainReporter(verbosity=0 if quiet else 1 + verbose, show_outputs=show)
+
+
+def _display(as_json: bool, verbose: int, quiet: bool, color, show=()):
+    """The live view on a terminal, else plain timestamped lines (coloured only if asked), or JSON."""
+    if as_json:
+        return _reporter(True, verbose, quiet)
+    from .color import ColorStream, use_color
+
+    colored = use_color(color, sys.stdout)
+    if sys.stdout.isatty() and not quiet:
+        from .live import LiveReporter
+
+        return LiveReporter(verbosity=1 + verbose, show_outputs=show, color=colored)
+    from .reporters import PlainReporter
+
+    return PlainReporter(ColorStream(sys.stdout) if colored else None, 0 if quiet else 1 + verbose, show)
+
+
+def _recorded(session, display, command: str = "build"):
+    """display, plus the recorder that writes .buildml/last-build.json for `buildml report`."""
+    from .build_record import RECORD_FILE, BuildRecorder, Tee
+
+    return Tee(BuildRecorder(session.ws.state_dir / RECORD_FILE, session.graph.dag, command), display)
+
+
+def _complete_labels(ctx, param, incomplete):
+    """Shell completion: the target labels of the workspace around the current directory."""
+    from click.shell_completion import CompletionItem
+
+    try:
+        from .api import default_registry
+        from .loader import load_targets
+        from .workspace import load_workspace
+
+        labels = sorted(str(l) for l in load_targets(load_workspace("."), default_registry()))
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+    return [CompletionItem(c) for c in ["//...", *labels] if c.startswith(incomplete)]
+
+
+COLOR_HELP = "colour the output (default: on a terminal unless NO_COLOR is set)"
 
 
 def _overrides(params) -> dict:
@@ -73,26 +129,42 @@ def cli():
 
 
 @cli.command()
-@click.argument("targets", nargs=-1)
+@click.argument("targets", nargs=-1, shell_complete=_complete_labels)
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="actions to run at once (default: cores)")
 @click.option("-k", "--keep-going", is_flag=True, help="keep building other targets after a failure")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="override a param for this build")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.option("-v", "--verbose", count=True, help="more output (-vv: action logs)")
 @click.option("-q", "--quiet", is_flag=True, help="only failures and the summary")
-def build(targets, jobs, keep_going, params, as_json, verbose, quiet):
+@click.option("--color/--no-color", default=None, help=COLOR_HELP)
+@click.option("--remote-cache", metavar="URL", help="shared remote cache (any fsspec URL); overrides cache.remote")
+@click.option("--remote-upload/--no-remote-upload", default=None, help="upload results to the remote cache (default: cache.upload)")
+@click.option("--executor", type=click.Choice(["local"]), help="run every target here, ignoring image: (no Docker)")
+@_at_option
+@_out_options
+def build(targets, jobs, keep_going, params, as_json, verbose, quiet, color, remote_cache, remote_upload, at, out,
+          update_lock, executor):
     """Build TARGETS (default //...) and everything they need, skipping what is up to date."""
     from .api import Options
     from .scheduler import exit_status
 
-    session = _session(Options(jobs=jobs, keep_going=keep_going, param_overrides=_overrides(params)))
-    session.emit = _reporter(as_json, verbose, quiet, show=session.select(targets))
-    finished = session.build(targets)
+    session = _session(Options(jobs=jobs, keep_going=keep_going, param_overrides=_overrides(params),
+                               remote_cache=remote_cache, remote_upload=remote_upload,
+                               out_root=out and os.path.abspath(out), update_lock=update_lock,
+                               executor=executor), at=at)
+    display = _display(as_json, verbose, quiet, color, show=session.select(targets))
+    session.emit = _recorded(session, display)
+    try:
+        finished = session.build(targets)
+    finally:
+        getattr(display, "close", lambda: None)()
+    if at:
+        click.echo(f"outputs of {at} are in {session.options.out_root}", err=as_json)
     return exit_status(finished)
 
 
 @cli.command()
-@click.argument("targets", nargs=-1)
+@click.argument("targets", nargs=-1, shell_complete=_complete_labels)
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="actions to run at once (default: cores)")
 @click.option("-k", "--keep-going", is_flag=True, help="run the other tests after a failure")
 @click.option("--no-cache-test-results", is_flag=True, help="re-run tests even when a passing result is cached")
@@ -102,17 +174,21 @@ def build(targets, jobs, keep_going, params, as_json, verbose, quiet):
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.option("-v", "--verbose", count=True, help="more output (-vv: action logs)")
 @click.option("-q", "--quiet", is_flag=True, help="only test results and the summary")
-def test(targets, jobs, keep_going, no_cache_test_results, retries, junit_xml, params, as_json, verbose, quiet):
+@_at_option
+@_out_options
+def test(targets, jobs, keep_going, no_cache_test_results, retries, junit_xml, params, as_json, verbose, quiet,
+         at, out, update_lock):
     """Run the test targets matched by TARGETS (default //...), building what they need; passes are cached."""
     from .api import Options
     from .scheduler import exit_status
     from .test_report import TestReporter, write_junit
 
     options = Options(jobs=jobs, keep_going=keep_going, param_overrides=_overrides(params),
-                      rerun_tests=no_cache_test_results, test_retries=retries)
-    session = _session(options)
+                      rerun_tests=no_cache_test_results, test_retries=retries,
+                      out_root=out and os.path.abspath(out), update_lock=update_lock)
+    session = _session(options, at=at)
     reporter = _reporter(as_json, verbose, quiet)
-    session.emit = reporter if as_json else TestReporter(reporter)
+    session.emit = _recorded(session, reporter if as_json else TestReporter(reporter), "test")
     finished = session.test(targets)
     if junit_xml:
         write_junit(finished, junit_xml)
@@ -120,11 +196,12 @@ def test(targets, jobs, keep_going, no_cache_test_results, retries, junit_xml, p
 
 
 @cli.command()
-@click.argument("targets", nargs=-1)
+@click.argument("targets", nargs=-1, shell_complete=_complete_labels)
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
-def status(targets, as_json):
+@_at_option
+def status(targets, as_json, at):
     """Show which targets are stale and why (nothing is built)."""
-    session = _session()
+    session = _session(at=at)
     finished = session.build(targets, dry_run=True)
     rows = [r for r in finished.results if r.status in ("stale", "restorable", "failed")]
     if as_json:
@@ -144,11 +221,12 @@ def status(targets, as_json):
 
 
 @cli.command()
-@click.argument("target")
+@click.argument("target", shell_complete=_complete_labels)
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
-def explain(target, as_json):
+@_at_option
+def explain(target, as_json, at):
     """Show TARGET's key inputs and what changed since its last build."""
-    info = _session().explain(target)
+    info = _session(at=at).explain(target)
     if as_json:
         click.echo(json.dumps(info, indent=2, sort_keys=True))
         return 0
@@ -169,7 +247,7 @@ def explain(target, as_json):
 
 @cli.command()
 @click.argument("relation", type=click.Choice(["deps", "rdeps"]))
-@click.argument("target")
+@click.argument("target", shell_complete=_complete_labels)
 def query(relation, target):
     """List what TARGET depends on (deps) or what depends on it (rdeps)."""
     for label in _session().deps(target, reverse=relation == "rdeps"):
@@ -178,22 +256,83 @@ def query(relation, target):
 
 
 @cli.command()
-@click.argument("targets", nargs=-1)
-@click.option("--format", "fmt", type=click.Choice(["dot", "mermaid"]), default="dot", show_default=True)
-def graph(targets, fmt):
+@click.argument("targets", nargs=-1, shell_complete=_complete_labels)
+@click.option("--format", "fmt", type=click.Choice(["dot", "mermaid", "svg", "png"]), default="dot", show_default=True,
+              help="svg and png need Graphviz")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write to FILE instead of stdout")
+def graph(targets, fmt, output):
     """Print the dependency graph of TARGETS, stale targets highlighted."""
-    from .render_graph import to_dot, to_mermaid
+    from .render_graph import to_dot, to_image, to_mermaid
 
     session = _session()
     finished = session.build(targets, dry_run=True)
     labels = [r.label for r in finished.results]
     stale = {r.label for r in finished.results if r.status == "stale"}
-    click.echo((to_dot if fmt == "dot" else to_mermaid)(session.graph.dag, labels, stale), nl=False)
+    text = (to_mermaid if fmt == "mermaid" else to_dot)(session.graph.dag, labels, stale)
+    data = to_image(text, fmt) if fmt in ("svg", "png") else text.encode()
+    if output:
+        with open(output, "wb") as f:
+            f.write(data)
+        click.echo(f"wrote {output}", err=True)
+    elif fmt == "png" and sys.stdout.isatty():
+        from .errors import UserError
+
+        raise UserError("a PNG cannot be shown in the terminal", hint="write it to a file: -o graph.png")
+    else:
+        sys.stdout.buffer.write(data)
     return 0
 
 
 @cli.command()
-@click.argument("target")
+@click.option("--out", type=click.Path(dir_okay=False), help="where to write it (default .buildml/report.html)")
+@click.option("--open", "open_it", is_flag=True, help="open it in the default browser")
+def report(out, open_it):
+    """Write an HTML report of the last build: targets, timeline with the critical path, cache hits, metrics, logs."""
+    from pathlib import Path
+
+    from .build_record import RECORD_FILE, read_record
+    from .report import write_report
+
+    session = _session()
+    record = read_record(session.ws.state_dir / RECORD_FILE)
+    path, logs = write_report(record, Path(out or session.ws.state_dir / "report.html"), session.store.read_bytes)
+    shown = os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd().resolve()) else path
+    click.echo(f"wrote {shown} ({len(record['targets'])} targets, {logs} logs next to it)")
+    if open_it:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+    return 0
+
+
+@cli.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+def init(directory):
+    """Start a workspace in DIRECTORY: buildml.yaml, a commented BUILD.yaml, .gitignore entries; never overwrites."""
+    from .scaffold import init_workspace
+
+    for name in init_workspace(directory):
+        click.echo(f"wrote {name}")
+    click.echo("next: buildml build //...   (then edit BUILD.yaml; see BUILD.example.yaml for every field)")
+    return 0
+
+
+@cli.command()
+@click.argument("target", shell_complete=_complete_labels)
+@click.option("-c", "--command", help="run this command there instead of an interactive shell")
+def shell(target, command):
+    """Open a shell where TARGET's action runs (its container, or its sandbox), its inputs in place."""
+    from .shell import open_shell
+
+    from .reporters import PlainReporter
+
+    session = _session()
+    session.emit = PlainReporter(stream=sys.stderr, verbosity=0)  # stdout is the shell's
+    return open_shell(session, target, command)
+
+
+@cli.command()
+@click.argument("target", shell_complete=_complete_labels)
 def log(target):
     """Print the full log of TARGET's last execution."""
     sys.stdout.buffer.write(_session().log(target))
@@ -229,6 +368,134 @@ def verify(repair):
     if report.ok:
         click.echo("no corrupt entries")
     return 0 if report.ok else 1
+
+
+@cache.command()
+def stats():
+    """Sizes and entry counts of the local cache, and hit rates of the last builds."""
+    import time
+
+    from .cache_admin import stats as read_stats
+
+    info = read_stats(_session().store)
+    click.echo(f"local: {info.blobs} blobs, {info.blob_bytes / 1e6:.1f} MB, {info.actions} action-cache entries")
+    click.echo(f"remote: {info.remote or '(none configured)'}")
+    for b in info.builds[-10:]:
+        rate = info.hit_rate(b)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(b["time"]))
+        click.echo(f"build at {when}: {b['executed']} executed, {b['cached_local']} cached local, "
+                   f"{b['cached_remote']} cached remote, {b['up_to_date']} up to date, hit rate "
+                   + ("-" if rate is None else f"{rate:.0%}"))
+    return 0
+
+
+@cache.command()
+@click.option("--max-size", required=True, metavar="SIZE", help="shrink the local cache to this size, e.g. 20GB")
+def gc(max_size):
+    """Remove least recently used entries from the local cache until it fits in --max-size."""
+    from .cache_admin import gc as run_gc, parse_size
+
+    report = run_gc(_session().store, parse_size(max_size))
+    click.echo(f"removed {report.actions_removed} entries and {report.blobs_removed} blobs: "
+               f"{report.before / 1e6:.1f} MB -> {report.after / 1e6:.1f} MB")
+    return 0
+
+
+def _transfer(direction, targets, remote_cache):
+    from .api import Options
+    from .cache_admin import transfer
+    from .errors import UserError
+
+    session = _session(Options(remote_cache=remote_cache), emit=_reporter(False, 0, True))
+    if not hasattr(session.store, "remote"):
+        raise UserError("no remote cache configured", hint="set cache.remote in buildml.yaml, $BUILDML_REMOTE_CACHE or --remote-cache")
+    finished = session.build(targets, dry_run=True)
+    done, missing = transfer(session.store, finished.results, direction)
+    click.echo(f"{direction}ed {len(done)} targets")
+    for label in missing:
+        click.echo(f"not {direction}ed: {label} (not in the {'local' if direction == 'push' else 'remote'} cache)")
+    return 0 if not missing and session.store.remote_ok else 1
+
+
+@cache.command()
+@click.argument("targets", nargs=-1)
+@click.option("--remote-cache", metavar="URL", help="remote cache URL; overrides cache.remote")
+def push(targets, remote_cache):
+    """Upload the cached results of TARGETS to the remote cache."""
+    return _transfer("push", targets, remote_cache)
+
+
+@cache.command()
+@click.argument("targets", nargs=-1)
+@click.option("--remote-cache", metavar="URL", help="remote cache URL; overrides cache.remote")
+def pull(targets, remote_cache):
+    """Download the results of TARGETS from the remote cache into the local cache."""
+    return _transfer("pull", targets, remote_cache)
+
+
+@cli.command()
+@click.argument("targets", nargs=-1)
+def lock(targets):
+    """Pin the external data TARGETS read (default: all, dropping unused pins) in buildml.lock."""
+    from .external import lock as run_lock
+
+    rows = run_lock(_session(), targets)
+    for dep, what in rows:
+        click.echo(f"{what:9} {dep}")
+    if not rows:
+        click.echo("no external data deps")
+    return 0
+
+
+@cli.command()
+@click.argument("target")
+@_at_option
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def show(target, at, as_json):
+    """Show how TARGET's outputs were made (provenance) and where they are."""
+    from .provenance import render_show, show as run_show
+
+    info = run_show(_session(at=at), target)
+    click.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else render_show(info))
+    return 0
+
+
+@cli.command()
+@click.argument("rev1")
+@click.argument("rev2")
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def diff(rev1, rev2, target, as_json):
+    """Show what differs between TARGET's builds at two git revisions: params, inputs, command, image, metrics."""
+    from .api import Options
+    from .history import session_at
+    from .provenance import diff as run_diff, render_diff
+
+    info = run_diff(rev1, rev2, target, lambda rev: session_at(rev, Options()))
+    click.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else render_diff(info))
+    return 0
+
+
+@cli.command("verify")
+@click.argument("targets", nargs=-1)
+@_at_option
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="actions to run at once (default: cores)")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+def verify_targets(targets, at, jobs, as_json):
+    """Re-execute TARGETS ignoring their cached results and compare with the recorded outputs."""
+    from dataclasses import asdict
+
+    from .api import Options
+    from .reporters import PlainReporter
+    from .reproduce import render, verify as run_verify
+
+    session = _session(Options(jobs=jobs), emit=PlainReporter(sys.stderr, verbosity=0), at=at)
+    verdicts = run_verify(session, targets)
+    if as_json:
+        click.echo(json.dumps({"verdicts": [{**asdict(v), "ok": v.ok} for v in verdicts]}, indent=2))
+    else:
+        click.echo(render(verdicts))
+    return 0 if all(v.ok for v in verdicts) else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

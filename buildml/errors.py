@@ -24,6 +24,25 @@ class Location:
         return self.file
 
 
+class LazyLocation:
+    """A Location computed only when shown: documents from the load cache are parsed only for errors."""
+
+    def __init__(self, doc, path: tuple):
+        self._doc, self._path, self._resolved = doc, path, None
+
+    def resolve(self) -> Location:
+        if self._resolved is None:
+            self._resolved = self._doc.where(self._path)
+        return self._resolved
+
+    file = property(lambda self: self.resolve().file)
+    line = property(lambda self: self.resolve().line)
+    column = property(lambda self: self.resolve().column)
+
+    def __str__(self) -> str:
+        return str(self.resolve())
+
+
 class BuildmlError(Exception):
     """Base of every error buildml reports to users; `who` says who must act."""
 

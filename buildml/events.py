@@ -73,6 +73,16 @@ class Warning:
 
 
 @dataclass(frozen=True)
+class Transfer:
+    """Byte progress of a long transfer (remote cache, external data, image build); emit done == total at the end."""
+
+    what: str  # e.g. "download data/raw.parquet"
+    done: int
+    total: int | None = None
+    label: Label | None = None
+
+
+@dataclass(frozen=True)
 class BuildFinished:
     results: tuple
     duration: float

@@ -6,9 +6,9 @@ import glob as globmod
 import os
 from dataclasses import dataclass
 
-import networkx as nx
 
 from .action import ActionSpec
+from .dag import Dag
 from .errors import AnalysisError, LabelError, LoadError, did_you_mean
 from .labels import Label, parse_label, parse_pattern
 from .rule import RuleRegistry, Target
@@ -23,6 +23,7 @@ class Inputs:
 
     sources: tuple[str, ...] = ()  # workspace-relative files or directories
     from_targets: tuple[tuple[Label, str | None], ...] = ()  # (producer, out path or None for all)
+    external: tuple[str, ...] = ()  # fsspec URLs or URL globs, pinned in buildml.lock (see external.py)
 
 
 @dataclass
@@ -33,12 +34,12 @@ class BuildGraph:
     targets: dict
     specs: dict
     inputs: dict
-    dag: nx.DiGraph
+    dag: Dag
     out_owner: dict  # out path -> label
 
     def select(self, patterns: list[str], current_package: str = "") -> list[Label]:
         """Labels matched by command-line patterns; an unmatched one raises with suggestions."""
-        chosen: list[Label] = []
+        chosen: dict[Label, None] = {}
         for text in patterns:
             pattern = parse_pattern(text, current_package)
             hits = [l for l in self.specs if pattern.matches(l)]
@@ -46,16 +47,21 @@ class BuildGraph:
                 names = [str(l) for l in self.specs]
                 raise LabelError(f"no target matches {text!r}",
                                  hint=did_you_mean(str(pattern), names) or "list targets with `buildml query deps //...`")
-            chosen.extend(h for h in sorted(hits) if h not in chosen)
-        return chosen
+            chosen.update(dict.fromkeys(sorted(hits)))
+        return list(chosen)
 
     def closure(self, labels) -> list[Label]:
         """labels and everything they need, in a topological order."""
         needed = set(labels)
-        for label in labels:
-            needed |= nx.ancestors(self.dag, label)
+        frontier = list(needed)
+        pred = self.dag.pred
+        while frontier:
+            for dep in pred[frontier.pop()]:
+                if dep not in needed:
+                    needed.add(dep)
+                    frontier.append(dep)
         sub = self.dag.subgraph(needed)
-        return list(nx.lexicographical_topological_sort(sub, key=str))
+        return sub.topological_order()
 
 
 def analyse(ws: Workspace, targets: dict[Label, Target], registry: RuleRegistry) -> BuildGraph:
@@ -64,12 +70,13 @@ def analyse(ws: Workspace, targets: dict[Label, Target], registry: RuleRegistry)
     out_owner = _out_owners(specs, targets)
     resolver = _Resolver(ws, specs, targets, out_owner)
     inputs = {label: resolver.resolve(label) for label in specs}
-    dag = nx.DiGraph()
+    dag = Dag()
     dag.add_nodes_from(specs)
     for label, inp in inputs.items():
         for producer, _ in inp.from_targets:
             dag.add_edge(producer, label)
         if specs[label].image is not None:
+            _check_image(specs, targets, label)
             dag.add_edge(specs[label].image, label)
     _check_acyclic(dag)
     return BuildGraph(ws, targets, specs, inputs, dag, out_owner)
@@ -109,6 +116,7 @@ class _Resolver:
         spec, target = self.specs[label], self.targets[label]
         sources: list[str] = []
         producers: list[tuple] = []
+        external: list[str] = []
         excludes = [d[1:] for d in spec.deps if d.startswith("!")] + list(spec.excludes)
         for i, dep in enumerate(spec.deps):
             where = target.where("deps", i)
@@ -117,8 +125,7 @@ class _Resolver:
             if dep.startswith(("//", ":")):
                 producers.append((self._label(dep, label, where), None))
             elif "://" in dep:
-                raise LoadError(f"external URL deps are not supported yet: {dep!r}", location=where, field="deps",
-                                hint="copy the data into the workspace, or produce it with a target")
+                external.append(dep)
             elif _GLOB_CHARS & set(dep):
                 sources.extend(self._glob(label.package, dep, excludes, where))
             else:
@@ -126,7 +133,7 @@ class _Resolver:
         for producer, _ in producers:
             if producer == label:
                 raise AnalysisError(f"{label} depends on its own output", location=target.where("deps"))
-        return Inputs(tuple(dict.fromkeys(sources)), tuple(dict.fromkeys(producers)))
+        return Inputs(tuple(dict.fromkeys(sources)), tuple(dict.fromkeys(producers)), tuple(dict.fromkeys(external)))
 
     def _label(self, text: str, label: Label, where) -> Label:
         try:
@@ -184,10 +191,22 @@ class _Resolver:
         return False
 
 
-def _check_acyclic(dag: nx.DiGraph) -> None:
+def _check_image(specs, targets, label) -> None:
+    image = specs[label].image
+    if image not in specs or specs[image].executor != "docker-build":
+        what = "is not a target" if image not in specs else f"is a {specs[image].kind} target, not an image"
+        raise AnalysisError(f"image {image} of {label} {what}", location=targets[label].where("image"),
+                            field=f"{label.name}.image", hint="point image: at a target of kind image")
+
+
+def _check_acyclic(dag: Dag) -> None:
     try:
-        cycle = nx.find_cycle(dag)
-    except nx.NetworkXNoCycle:
+        dag.topological_order()
         return
+    except ValueError:
+        pass
+    import networkx as nx  # only to name the cycle
+
+    cycle = nx.find_cycle(dag.to_networkx())
     chain = [str(edge[0]) for edge in cycle] + [str(cycle[0][0])]
     raise AnalysisError("dependency cycle: " + " -> ".join(chain), hint="break the cycle by removing one of these deps")

@@ -32,11 +32,13 @@ class Decision:
 class Rebuilder:
     """Builds actions from the graph and the results of their dependencies, and decides."""
 
-    def __init__(self, graph, state, hasher, params, store, materializer, rerun_tests: bool = False):
+    def __init__(self, graph, state, hasher, params, store, materializer, rerun_tests: bool = False, externals=None):
         self.rerun_tests = rerun_tests
+        self.externals = externals  # external.ExternalData: URL deps -> pinned store blobs
         self.graph, self.state, self.hasher = graph, state, hasher
         self.params, self.store, self.materializer = params, store, materializer
         self.root = str(graph.workspace.root)
+        self._dir_inside: dict = {}
 
     # -- actions ------------------------------------------------------------------
     def action_for(self, label, dep_results: dict) -> tuple[Action, list[Staged]]:
@@ -45,6 +47,10 @@ class Rebuilder:
         inputs = self.graph.inputs[label]
         staged: dict[str, Staged] = {}
         files = self._source_files(label, inputs.sources)
+        if spec.context_filter:  # an image's context: what survives its .dockerignore
+            from .dockerignore import filter_context
+
+            files = filter_context(self.root, *spec.context_filter, files)
         for path, fd in zip(files, self.hasher.files([os.path.join(self.root, p) for p in files]).values()):
             staged[path] = Staged(path, fd.digest, fd.executable, os.path.join(self.root, path))
         for producer, sub in inputs.from_targets:
@@ -55,11 +61,12 @@ class Rebuilder:
             for p, m in chosen.items():
                 staged.setdefault(p, Staged(p, m["digest"], m.get("exec", False),
                                             fallback=os.path.join(self.materializer.out_root, p)))
+        if inputs.external:  # URL deps, staged at external/<scheme>/<host>/<path> by locked digest
+            staged.update((item.path, item) for item in self.externals.staged(inputs.external))
         param_values = {f: self.params.select(f, keys, str(label)) for f, keys in spec.params}
         image_key = None
         if spec.image is not None:
-            image_key = (dep_results[spec.image].manifest or {}).get("image_key") or \
-                dep_results[spec.image].outputs.get("__image_key__", {}).get("digest")
+            image_key = dep_results[spec.image].key  # the image target's key, never the engine's image ID
         action = Action(spec, {p: InputFile(s.digest, 0, s.executable) for p, s in staged.items()},
                         param_values, image_key)
         return action, list(staged.values())
@@ -68,7 +75,7 @@ class Rebuilder:
         files: list[str] = []
         for rel in sources:
             full = os.path.join(self.root, rel)
-            if not inside(self.root, full):
+            if self._escapes(full):
                 raise UserError(f"{rel} (a dep of {label}) is a symlink pointing outside the workspace",
                                 hint="declared inputs must stay inside the workspace")
             if os.path.isdir(full):
@@ -78,6 +85,16 @@ class Rebuilder:
             else:
                 raise UserError(f"dep {rel} of {label} does not exist", hint="create it or fix the deps of the target")
         return sorted(set(files))
+
+    def _escapes(self, full: str) -> bool:
+        """True when full resolves outside the workspace; realpath only for links and new directories."""
+        if os.path.islink(full):
+            return not inside(self.root, full)
+        parent = os.path.dirname(full)
+        ok = self._dir_inside.get(parent)
+        if ok is None:
+            ok = self._dir_inside[parent] = inside(self.root, parent)
+        return not ok
 
     def _walk(self, label, rel: str, full: str) -> list[str]:
         owner = self.graph.out_owner

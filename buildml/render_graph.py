@@ -1,4 +1,4 @@
-"""Text pictures of the target graph: Graphviz dot and Mermaid, stale targets highlighted."""
+"""Pictures of the target graph: Graphviz dot and Mermaid text, svg/png through `dot`; stale targets highlighted."""
 
 from __future__ import annotations
 
@@ -28,3 +28,23 @@ def to_mermaid(dag, labels, stale=frozenset()) -> str:
         lines.append("  classDef stale fill:#fde2e1,stroke:#c00")
         lines.append("  class " + ",".join(ids[l] for l in labels if l in stale) + " stale")
     return "\n".join(lines) + "\n"
+
+
+DOT_HINT = "install Graphviz: apt-get install graphviz (macOS: brew install graphviz), or use --format dot|mermaid"
+
+
+def to_image(dot_text: str, fmt: str) -> bytes:
+    """Render dot text as svg or png bytes with Graphviz's `dot`."""
+    import shutil
+    import subprocess
+
+    from .errors import EnvironmentProblem
+
+    dot = shutil.which("dot")
+    if dot is None:
+        raise EnvironmentProblem(f"--format {fmt} needs Graphviz's `dot` command, which is not on PATH", hint=DOT_HINT)
+    proc = subprocess.run([dot, f"-T{fmt}"], input=dot_text.encode(), capture_output=True, timeout=120)
+    if proc.returncode != 0:
+        raise EnvironmentProblem(f"Graphviz `dot -T{fmt}` failed: {proc.stderr.decode(errors='replace').strip()}",
+                                 hint="check your Graphviz installation, or use --format dot")
+    return proc.stdout

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from .action import ActionSpec
-from .errors import LoadError, did_you_mean
+from .errors import LazyLocation, LoadError, did_you_mean
 from .labels import Label, parse_label
 from .errors import LabelError
 from .workspace import normalize_relpath
@@ -38,8 +38,8 @@ class Target:
     path: tuple  # its key path in that document
 
     def where(self, *attr_path):
-        """Location of this target or one of its attributes."""
-        return self.doc.where(self.path + attr_path)
+        """Location of this target or one of its attributes (resolved only when shown)."""
+        return LazyLocation(self.doc, self.path + attr_path)
 
     def get(self, name, default=None):
         return self.attrs.get(name, default)
@@ -61,6 +61,7 @@ COMMON_ATTRS = {
     "image": Attr("label", "label of an image target to run in"),
     "network": Attr("bool", "allow network access in containers (default false)", default=False),
     "tags": Attr("strings", "free-form tags"),
+    "tolerance": Attr("mapping", "metric: allowed absolute difference when `buildml verify` re-runs the target"),
 }
 
 

@@ -83,10 +83,15 @@ class Runner:
         with FileLock(str(self.store.lock_path(action.key))):
             if spec.cacheable and use_cache:
                 done = self.store.get_action(action.key)
-                if done is not None and done.get("exit_code") == 0 and \
+                if done is not None and done.get("exit_code") == 0 and not self.missing(action) and \
                         all(self.store.has_blob(m["digest"]) for m in done.get("outputs", {}).values()):
                     return done, None, done.get("log"), ""  # another process built it meanwhile
             return self._run_unlocked(action, staged, on_line)
+
+    def missing(self, action) -> str:
+        """Why a result kept outside the store (an image in the Docker engine) is gone, or ''."""
+        check = getattr(self.executor_for(action.spec), "missing", None)
+        return check(action) if check else ""
 
     def _run_unlocked(self, action, staged, on_line):
         spec = action.spec

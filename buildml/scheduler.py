@@ -116,6 +116,10 @@ class Scheduler:
     def _decide(self, label, deps):
         action, staged = self.rebuilder.action_for(label, deps)
         decision = self.rebuilder.decide(label, action)
+        if decision.what in (DECIDED_UP_TO_DATE, RESTORE):  # e.g. an image removed from the engine since
+            gone = getattr(self.runner, "missing", lambda a: "")(action)
+            if gone:
+                decision = decision.__class__(RUN, (gone,))
         if decision.what == DECIDED_UP_TO_DATE or self.dry_run:
             return self._act(label, action, staged, decision)
         return action, staged, decision
@@ -140,10 +144,6 @@ class Scheduler:
 
     def _act(self, label, action, staged, decision) -> Result:
         last = self.state.last_build(str(label))
-        if decision.what in (DECIDED_UP_TO_DATE, RESTORE):  # e.g. an image removed from the engine since
-            gone = getattr(self.runner, "missing", lambda a: "")(action)
-            if gone:
-                decision = decision.__class__(RUN, (gone,))
         if decision.what == DECIDED_UP_TO_DATE:
             return Result(label, UP_TO_DATE, action.key, last["outputs"], manifest=last.get("manifest"))
         if self.dry_run:

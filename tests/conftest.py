@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from servers import *  # noqa: F401,F403  (session-scoped storage servers: moto_server, seaweedfs_server, gcs_emulator)
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

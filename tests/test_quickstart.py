@@ -64,7 +64,7 @@ def test_query_graph_and_clean(quickstart):
     """query, graph and clean work on the example."""
     ws = quickstart
     assert ws.run("query", "deps", "//:evaluate", check=0).stdout.split() == ["//:prepare", "//:train"]
-    assert ws.run("query", "rdeps", "//:prepare", check=0).stdout.split() == ["//:evaluate", "//:train"]
+    assert ws.run("query", "rdeps", "//:prepare", check=0).stdout.split() == ["//:evaluate", "//:quality_gate", "//:train"]
     dot = ws.run("graph", "--format", "dot", check=0).stdout
     assert '"//:prepare" -> "//:train"' in dot and "fde2e1" in dot  # stale nodes highlighted
     assert "graph LR" in ws.run("graph", "--format", "mermaid", check=0).stdout
