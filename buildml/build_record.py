@@ -76,7 +76,7 @@ def write_record(path: Path, record: dict) -> None:
     """Atomically replace the record (temp file then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
+    tmp.write_text(json.dumps(record, sort_keys=True, default=str))  # no indent: the C encoder
     os.replace(tmp, path)
 
 

@@ -52,14 +52,15 @@ def record_build(store, finished) -> None:
     """Remember the outcome counts of a build (for `cache stats`) and mark its entries as just used (for gc)."""
     local = getattr(store, "local", store)
     counts = {"time": round(time.time()), "executed": 0, "cached_local": 0, "cached_remote": 0, "up_to_date": 0, "failed": 0}
+    ac = os.path.join(str(local.root), "ac")
     for r in finished.results:
         field_name = {"executed": "executed", "up-to-date": "up_to_date", "failed": "failed"}.get(r.status)
         if r.status == "cached":
             field_name = "cached_remote" if r.source == "remote" else "cached_local"
         if field_name:
             counts[field_name] += 1
-        if r.key and local.has_action(r.key):
-            _touch(local.action_path(r.key))
+        if r.key:  # one syscall per entry: a 10,000-target no-op pays ~30 ms here
+            _touch(os.path.join(ac, r.key[:2], r.key))
     path = local.root / STATS_FILE
     try:
         lines = path.read_text().splitlines()[-(STATS_KEEP - 1):] if path.exists() else []

@@ -7,7 +7,7 @@ import time
 
 from .events import (CACHED, EXECUTED, FAILED, SKIPPED, UP_TO_DATE, BuildFinished, BuildStarted,
                      TargetFinished, TargetLog, TargetStarted, Transfer, Warning)
-from .reporters import summary_counts
+from .reporters import summary_line
 
 MAX_RUNNING_LINES = 12
 MAX_TABLE_ROWS = 20
@@ -154,15 +154,8 @@ class LiveReporter:
         if self.verbosity >= 1:
             self._what_ran(finished)
             self._outputs(finished)
-        c = summary_counts(finished)
-        parts = [f"{c['executed']} executed", f"{c['cached']} cached", f"{c['up_to_date']} up to date"]
-        if c["failed"]:
-            parts.append(f"{c['failed']} failed")
-        if c["not_built"]:
-            parts.append(f"{c['not_built']} not built")
-        bad = c["failed"] or c["not_built"]
-        head = "[bold red]BUILD FAILED:[/] " if bad else "[bold green]BUILD OK:[/] "
-        self._print(head + ", ".join(parts) + f" in {finished.duration:.2f}s")
+        ok, line = summary_line(finished)
+        self._print(("[bold green]BUILD OK:[/] " if ok else "[bold red]BUILD FAILED:[/] ") + line)
 
     def _what_ran(self, finished: BuildFinished) -> None:
         from rich.table import Table

@@ -24,6 +24,17 @@ def summary_counts(finished: BuildFinished) -> dict:
     }
 
 
+def summary_line(finished: BuildFinished) -> tuple[bool, str]:
+    """(ok, "3 executed, 1 cached, ... in 1.23s"): the closing sentence every human reporter prints."""
+    c = summary_counts(finished)
+    parts = [f"{c['executed']} executed", f"{c['cached']} cached", f"{c['up_to_date']} up to date"]
+    if c["failed"]:
+        parts.append(f"{c['failed']} failed")
+    if c["not_built"]:
+        parts.append(f"{c['not_built']} not built")
+    return not (c["failed"] or c["not_built"]), ", ".join(parts) + f" in {finished.duration:.2f}s"
+
+
 class PlainReporter:
     """One timestamped line per event, no control characters. verbosity: 0 quiet, 1 normal, 2 verbose."""
 
@@ -74,13 +85,8 @@ class PlainReporter:
         for r in finished.results:
             if r.label in self.show_outputs and r.ok and r.outputs:
                 self._say(f"{r.label} outputs:\n" + "\n".join(f"  {p}" for p in _top_outputs(r)))
-        c = summary_counts(finished)
-        parts = [f"{c['executed']} executed", f"{c['cached']} cached", f"{c['up_to_date']} up to date"]
-        if c["failed"]:
-            parts.append(f"{c['failed']} failed")
-        if c["not_built"]:
-            parts.append(f"{c['not_built']} not built")
-        self._say(("BUILD FAILED: " if c["failed"] or c["not_built"] else "") + ", ".join(parts) + f" in {finished.duration:.2f}s", 0)
+        ok, line = summary_line(finished)
+        self._say(("" if ok else "BUILD FAILED: ") + line, 0)
 
 
 def _top_outputs(result) -> list[str]:

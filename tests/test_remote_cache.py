@@ -278,3 +278,17 @@ def test_unusable_url_warns_and_push_needs_a_remote(tmp_path):
     assert summary["executed"] == 2 and len(warned) == 1 and "Protocol not known" in warned[0], warned
     proc = ws.run("cache", "push", check=2)
     assert "no remote cache configured" in proc.stderr
+
+
+def test_ci_second_clone_runs_no_test(tmp_path, moto_server, s3_bucket):
+    """CI on an unchanged tree: a fresh clone with an empty local store runs no test and builds nothing."""
+    a = clone(tmp_path, "ci-a", s3_bucket, moto_server)
+    a.run("test", "//...", check=0)
+    b = clone(tmp_path, "ci-b", s3_bucket, moto_server)
+    proc = b.run("test", "//...", "--json", check=0)
+    lines = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
+    assert lines[-1]["executed"] == 0 and lines[-1]["failed"] == 0
+    tests = [l for l in lines if l.get("event") == "finished" and l["target"] in ("//:unit_tests", "//:quality_gate")]
+    assert len(tests) == 2 and all(t["status"] == "cached" and t["source"] == "remote" for t in tests)
+    proc = b.run("test", "//...", check=0)
+    assert "every test result came from the cache: nothing ran" in proc.stdout
