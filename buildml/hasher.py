@@ -49,7 +49,7 @@ class Hasher:
         return FileDigest(digest, st.st_size, is_executable(st.st_mode))
 
     def files(self, paths: list[str]) -> dict[str, FileDigest]:
-        """Digests of many files; cache misses are hashed in parallel when that pays."""
+        """Digests of many files, in the order of `paths`; cache misses are hashed in parallel when that pays."""
         stats = {p: os.stat(p) for p in paths}
         misses = [p for p, st in stats.items() if not self._fresh(p, st)]
         result = {}
@@ -60,7 +60,7 @@ class Hasher:
         for p, st in stats.items():
             if p not in result:
                 result[p] = self.file(p, st)
-        return result
+        return {p: result[p] for p in stats}
 
     def _fresh(self, path: str, st) -> bool:
         cached = self.state.file_entry(path)

@@ -51,8 +51,11 @@ class Rebuilder:
             from .dockerignore import filter_context
 
             files = filter_context(self.root, *spec.context_filter, files)
-        for path, fd in zip(files, self.hasher.files([os.path.join(self.root, p) for p in files]).values()):
-            staged[path] = Staged(path, fd.digest, fd.executable, os.path.join(self.root, path))
+        digests = self.hasher.files([os.path.join(self.root, p) for p in files])
+        for path in files:
+            full = os.path.join(self.root, path)
+            fd = digests[full]
+            staged[path] = Staged(path, fd.digest, fd.executable, full)
         for producer, sub in inputs.from_targets:
             outputs = dep_results[producer].outputs
             chosen = {p: m for p, m in outputs.items() if sub is None or p == sub or p.startswith(sub + "/")}
