@@ -85,7 +85,7 @@ class Session:
             cache = self.options.cache_dir or default_cache_dir(self.ws.settings, self.ws.root)
             from .tiered_store import open_store
 
-            self._store = open_store(LocalStore(cache), self.ws.settings, self.options, self.warn)
+            self._store = open_store(LocalStore(cache), self.ws.settings, self.options, self.warn, self.transfer)
         return self._store
 
     @property
@@ -132,6 +132,12 @@ class Session:
 
     def warn(self, message: str) -> None:
         self.emit(Warning(message))
+
+    def transfer(self, what: str, total: int | None = None, label=None):
+        """A byte counter for a long transfer; reporters show it (live view rows, JSON lines)."""
+        from .progress import Progress
+
+        return Progress(lambda event: self.emit(event), what, total, label)
 
     # -- commands --------------------------------------------------------------------------
     def select(self, patterns) -> list:

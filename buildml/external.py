@@ -104,8 +104,8 @@ def _full_url(fs, scheme: str, path: str) -> str:
     return url if url.startswith(scheme + "://") else f"{scheme}://{path.lstrip('/') if scheme != 'file' else path}"
 
 
-def fetch(url: str, store) -> tuple[str, int]:
-    """Copy the file at url into the store; return (content digest, size)."""
+def fetch(url: str, store, progress=None) -> tuple[str, int]:
+    """Copy the file at url into the store; return (content digest, size). progress: a progress.Progress."""
     import xxhash
 
     fs, path = _filesystem(url)
@@ -117,7 +117,11 @@ def fetch(url: str, store) -> tuple[str, int]:
                 h.update(chunk)
                 dst.write(chunk)
                 size += len(chunk)
+                if progress is not None:
+                    progress.add(len(chunk))
         digest = h.hexdigest()
+        if progress is not None:
+            progress.finish()
         store.put_file(tmp, digest, move=True)
         _share(store, digest)
         return digest, size
@@ -172,8 +176,8 @@ class ExternalData:
     """Resolves external deps to pins for one build; thread-safe; writes buildml.lock when pins change."""
 
     def __init__(self, lock_path: Path, store, warn=lambda m: None, check: bool = True,
-                 update: bool = False, dry_run: bool = False):
-        self.lock_path, self.store, self.warn = Path(lock_path), store, warn
+                 update: bool = False, dry_run: bool = False, transfer=lambda what, total: None):
+        self.lock_path, self.store, self.warn, self.transfer = Path(lock_path), store, warn, transfer
         self.check, self.update, self.dry_run = check, update, dry_run
         self._pins: dict | None = None  # read on first use: builds without URL deps never open the lock
         self._resolved: dict[str, tuple[Pin, ...]] = {}
@@ -236,13 +240,13 @@ class ExternalData:
         return pins
 
     def _pin(self, remote: Remote) -> Pin:
-        digest, size = fetch(remote.url, self.store)
+        digest, size = fetch(remote.url, self.store, self.transfer(f"external {remote.url}", remote.size or None))
         return Pin(remote.url, size, digest, remote.identity)
 
     def _ensure_blob(self, pin: Pin) -> Pin:
         if self.dry_run or self.store.has_blob(pin.digest) or _pull(self.store, pin.digest):
             return pin
-        digest, _ = fetch(pin.url, self.store)
+        digest, _ = fetch(pin.url, self.store, self.transfer(f"external {pin.url}", pin.size or None))
         if digest != pin.digest:
             raise DriftError(f"the bytes {LOCK_FILE} pins for {pin.url} are not in the cache, and the file there "
                              f"has changed (pinned {pin.digest[:12]}, now {digest[:12]})",
@@ -300,7 +304,7 @@ def external_data(session, dry_run: bool) -> ExternalData:
     options = session.options
     return ExternalData(session.ws.root / LOCK_FILE, session.store, session.warn,
                         check=getattr(options, "at_revision", None) is None,
-                        update=getattr(options, "update_lock", False), dry_run=dry_run)
+                        update=getattr(options, "update_lock", False), dry_run=dry_run, transfer=session.transfer)
 
 
 def external_deps(graph, labels) -> list[str]:

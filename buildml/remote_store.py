@@ -159,14 +159,17 @@ class RemoteStore:
             raise CacheCorruption(f"remote cache blob {digest} is corrupt; it was discarded")
         return data
 
-    def download(self, digests, dest_dir) -> dict:
-        """Download blobs into dest_dir concurrently; {digest: local path} for those found (unverified)."""
+    def download(self, digests, dest_dir, callback=None) -> dict:
+        """Download blobs into dest_dir concurrently; {digest: local path} for those found (unverified).
+
+        callback: an fsspec Callback that receives the bytes of every file (byte progress)."""
         digests = sorted(set(digests))
         if not digests:
             return {}
         paths = {d: os.path.join(str(dest_dir), d) for d in digests}
         try:
-            self._call("downloading blobs", self.fs.get, [self.blob_path(d) for d in digests], [paths[d] for d in digests])
+            extra = {"callback": callback} if callback is not None else {}
+            self._call("downloading blobs", self.fs.get, [self.blob_path(d) for d in digests], [paths[d] for d in digests], **extra)
             return paths
         except FileNotFoundError:
             pass

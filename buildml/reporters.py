@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 
+from .events import Transfer
 from .events import (CACHED, EXECUTED, FAILED, SKIPPED, UP_TO_DATE, WOULD_RUN, BuildFinished,
                      BuildStarted, TargetFinished, TargetLog, TargetStarted, Warning)
 
@@ -118,6 +119,8 @@ class JsonReporter:
                          "outputs": sorted(r.outputs), "source": r.source})
         elif isinstance(event, Warning):
             self._write({"event": "warning", "message": event.message})
+        elif isinstance(event, Transfer):
+            self._write({"event": "transfer", "what": event.what, "done": event.done, "total": event.total})
         elif isinstance(event, BuildFinished):
             self._write({"event": "summary", **summary_counts(event)})
 

@@ -26,14 +26,14 @@ def remote_url(settings, options) -> str | None:
     return getattr(options, "remote_cache", None) or os.environ.get(REMOTE_ENV) or settings.remote_cache or None
 
 
-def open_store(local, settings, options, warn):
-    """The local store alone, or tiered over the configured remote."""
+def open_store(local, settings, options, warn, progress=None):
+    """The local store alone, or tiered over the configured remote. progress(what, total) -> Progress or None."""
     url = remote_url(settings, options)
     if not url:
         return local
     upload = getattr(options, "remote_upload", None)
     upload = settings.remote_upload if upload is None else upload
-    return TieredStore(local, RemoteStore(url, settings.storage_options), upload, warn)
+    return TieredStore(local, RemoteStore(url, settings.storage_options), upload, warn, progress)
 
 
 def _blobs_of(manifest: dict) -> list:
@@ -46,8 +46,9 @@ class TieredStore:
 
     name = "tiered"
 
-    def __init__(self, local, remote: RemoteStore, upload: bool = True, warn=lambda message: None):
+    def __init__(self, local, remote: RemoteStore, upload: bool = True, warn=lambda message: None, progress=None):
         self.local, self.remote, self.upload, self.warn = local, remote, upload, warn
+        self.progress = progress or (lambda what, total: None)
         self._lock = threading.Lock()
         self._down = False  # the remote failed once: local only from now on
         self._pending: dict = {}  # key -> manifest found remotely, blobs not yet local
@@ -167,7 +168,13 @@ class TieredStore:
             return
         tmp = self.local.tempdir("remote-")
         try:
-            found = self.remote.download(todo, tmp)
+            from .progress import fsspec_callback
+
+            sizes = self._sizes(todo)
+            progress = self.progress(f"remote cache: {len(todo)} blob{'s' if len(todo) != 1 else ''}", sizes)
+            found = self.remote.download(todo, tmp, fsspec_callback(progress))
+            if progress is not None:
+                progress.finish()
             with ThreadPoolExecutor(ADMIT_THREADS) as pool:  # verify + fsync many small blobs at once
                 list(pool.map(self._admit, found, found.values()))
             self._forget_entries_missing(set(todo) - set(found))
@@ -176,6 +183,16 @@ class TieredStore:
         finally:
             remove_tree(tmp)
         self._fill_manifests()
+
+    def _sizes(self, digests) -> int | None:
+        """Total bytes of the blobs, when the pending manifests know every size (logs have none)."""
+        sizes = {}
+        with self._lock:
+            for manifest in self._pending.values():
+                for meta in manifest.get("outputs", {}).values():
+                    sizes[meta["digest"]] = meta.get("size")
+        known = [sizes.get(d) for d in digests]
+        return sum(known) if all(s is not None for s in known) else None
 
     def _admit(self, digest: str, path: str) -> None:
         """Verify a downloaded blob; store it locally, or report and discard it."""

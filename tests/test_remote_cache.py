@@ -292,3 +292,16 @@ def test_ci_second_clone_runs_no_test(tmp_path, moto_server, s3_bucket):
     assert len(tests) == 2 and all(t["status"] == "cached" and t["source"] == "remote" for t in tests)
     proc = b.run("test", "//...", check=0)
     assert "every test result came from the cache: nothing ran" in proc.stdout
+
+
+def test_remote_downloads_report_byte_progress(tmp_path, moto_server, s3_bucket):
+    """Restoring from the remote reports byte progress that ends at the total size of what was fetched."""
+    a = clone(tmp_path, "p-a", s3_bucket, moto_server)
+    build(a, "//...")
+    b = clone(tmp_path, "p-b", s3_bucket, moto_server)
+    proc = b.run("build", "--json", "//...", check=0)
+    transfers = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith('{"done"') or '"transfer"' in l]
+    assert transfers, proc.stdout
+    model = (b.root / "models/model.pkl").stat().st_size
+    assert any(t["done"] == t["total"] and t["done"] >= model for t in transfers), transfers  # bytes counted by fsspec
+    assert all("remote cache" in t["what"] and (t["total"] is None or t["done"] <= t["total"]) for t in transfers)
