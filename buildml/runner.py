@@ -16,6 +16,7 @@ from .errors import UserError
 from .executors import RunRequest
 from .hashing import digest_file
 from .sandbox import Sandbox
+from .store import disk_error
 
 LOG_TAIL_LINES = 30
 BASE_ENV_NAMES = ("LANG", "LC_ALL", "TZ")
@@ -114,6 +115,8 @@ class Runner:
             if spec.cacheable:
                 self.store.put_action(action.key, manifest)
             return manifest, outcome, log_digest, log_tail
+        except OSError as exc:  # a full disk, a vanished directory: say so, never a traceback
+            raise disk_error(exc, f"running {spec.label}") from None
         finally:
             sandbox.remove()
 

@@ -23,9 +23,10 @@ class BlobMissing(Exception):
     """The store has no blob with that digest."""
 
 
-def _disk_error(exc: OSError, what: str) -> EnvironmentProblem:
+def disk_error(exc: OSError, what: str) -> EnvironmentProblem:
     if exc.errno == errno.ENOSPC:
-        return EnvironmentProblem(f"no space left on device while {what}", hint="free disk space or run `buildml cache gc --max-size 10GB`")
+        return EnvironmentProblem(f"no space left on device while {what}",
+                                  hint="free disk space or run `buildml cache gc --max-size 10GB`; actions run in the cache directory's tmp/")
     return EnvironmentProblem(f"I/O error while {what}: {exc}")
 
 
@@ -89,7 +90,7 @@ class LocalStore:
             if move:
                 os.unlink(src)
         except OSError as exc:
-            raise _disk_error(exc, "storing an output in the cache") from None
+            raise disk_error(exc, "storing an output in the cache") from None
 
     def put_bytes(self, data: bytes) -> str:
         digest = digest_bytes(data)
@@ -102,7 +103,7 @@ class LocalStore:
                     f.write(data)
                 self._commit_tmp(tmp, final, mode=0o444)
             except OSError as exc:
-                raise _disk_error(exc, "writing the cache") from None
+                raise disk_error(exc, "writing the cache") from None
         return digest
 
     def read_bytes(self, digest: str) -> bytes:
@@ -130,7 +131,7 @@ class LocalStore:
             raise
         except OSError as exc:
             _silent_unlink(tmp)
-            raise _disk_error(exc, f"writing {dest}") from None
+            raise disk_error(exc, f"writing {dest}") from None
         if got != digest:
             _silent_unlink(tmp)
             self._quarantine(digest)
@@ -174,7 +175,7 @@ class LocalStore:
                 json.dump(manifest, f, sort_keys=True)
             self._commit_tmp(tmp, final, mode=0o644)
         except OSError as exc:
-            raise _disk_error(exc, "writing an action-cache entry") from None
+            raise disk_error(exc, "writing an action-cache entry") from None
 
     def iter_actions(self):
         for sub in sorted((self.root / "ac").iterdir()):
