@@ -121,7 +121,7 @@ class Session:
         if self.__dict__.get("_containers") is None:
             from .containers import Containers
 
-            self._containers = Containers(self.ws.settings.raw.get("docker"), self.graph.targets, self.warn)
+            self._containers = Containers(self.ws.settings.raw.get("docker"), self.graph.targets, self.warn, self.transfer)
         return self._containers
 
     def cancel_all(self) -> None:

@@ -15,10 +15,11 @@ def runs_in_docker(spec) -> bool:
 class Containers:
     """Picks the Docker executor for a spec; cancels everything it started."""
 
-    def __init__(self, settings_raw, targets: dict, warn):
+    def __init__(self, settings_raw, targets: dict, warn, transfer=lambda what, total, label=None: None):
         self.engine = Engine(docker_settings(settings_raw))
         self.targets = targets
         self.warn = warn
+        self.transfer = transfer  # (what, total bytes, label) -> progress.Progress or None
         self._builder = None
         self._runner = None
 
@@ -35,7 +36,7 @@ class Containers:
             if self._builder is None:
                 from .executors.image_build import ImageBuilder
 
-                self._builder = ImageBuilder(self.engine, self.naming, self.warn)
+                self._builder = ImageBuilder(self.engine, self.naming, self.warn, self.transfer)
             return self._builder
         if self._runner is None:
             from .executors.docker import DockerExecutor, sweep_orphans

@@ -56,7 +56,7 @@ class Scheduler:
         running: dict = {}
         with ThreadPoolExecutor(self.jobs, thread_name_prefix="buildml") as pool:
             try:
-                while self._ready or running or (queued and not self._stopping):
+                while running or (not self._stopping and (self._ready or queued)):
                     while self._ready and not self._stopping:
                         label = self._ready.popleft()
                         if label in results:

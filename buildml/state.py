@@ -10,6 +10,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from .errors import EnvironmentProblem
@@ -39,17 +40,30 @@ class State:
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
+            self._db = self._open()
+        return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        """Connect, switching the file to WAL once. Two processes creating the file at the same moment
+        can get SQLITE_BUSY from the journal-mode switch without the busy timeout applying: retry."""
+        last = None
+        for attempt in range(50):
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 db = sqlite3.connect(self.directory / "state.db", timeout=60, check_same_thread=False)
-                db.execute("PRAGMA journal_mode=WAL")
+                if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.executescript(_TABLES)
+                return db
+            except sqlite3.OperationalError as exc:
+                last = exc
+                time.sleep(0.05 * (attempt + 1))
             except (OSError, sqlite3.Error) as exc:
-                raise EnvironmentProblem(f"cannot open workspace state in {self.directory}: {exc}",
-                                         hint="check permissions and free disk space") from None
-            self._db = db
-        return self._db
+                last = exc
+                break
+        raise EnvironmentProblem(f"cannot open workspace state in {self.directory}: {last}",
+                                 hint="check permissions and free disk space")
 
     # -- stat cache ---------------------------------------------------------
     def file_entry(self, path: str):

@@ -72,3 +72,33 @@ def test_corrupt_blob_is_never_restored(ws):
     (ws.root / "out.txt").unlink()
     ws.run("build", check=0)
     assert ws.read("out.txt") == "good\n"
+
+
+def _interrupt_mid_build(ws, sig):
+    marker = f"buildml-interrupt-marker-{sig}"
+    ws.write("BUILD.yaml", "targets:\n" + "".join(
+        f"  s{i}:\n    command: sleep 30 # {marker}\n    outs: [o{i}]\n" for i in range(2)) +
+        "  quick:\n    command: echo done > q.txt\n    outs: [q.txt]\n")
+    proc = subprocess.Popen([str(BIN / "buildml"), "build", "-j", "3"], cwd=ws.root, env=ws.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode:
+        time.sleep(0.1)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    return proc, out + err, marker
+
+
+def test_sigint_and_sigterm_stop_children_and_keep_cache_consistent(ws):
+    """Ctrl-C or SIGTERM mid-build: exit 130 with a message, no child left running, cache verifies, rebuild works."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        proc, text, marker = _interrupt_mid_build(ws, sig)
+        assert proc.returncode == 130, text
+        assert "interrupted" in text and "Traceback" not in text
+        time.sleep(0.5)
+        assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1, "a child survived"
+        assert "no corrupt entries" in ws.run("cache", "verify", check=0).stdout
+        assert not list((ws.cache / "tmp").iterdir()), "sandboxes were removed"
+    ws.write("BUILD.yaml", "targets:\n" + "".join(f"  s{i}:\n    command: echo {i} > o{i}\n    outs: [o{i}]\n" for i in range(2)))
+    ws.run("build", check=0)
+    assert ws.read("o0") == "0\n" and ws.read("o1") == "1\n"

@@ -328,3 +328,12 @@ def test_copy_transfer_for_engines_without_this_disk(dws):
     app(dws, "echo no outs here", outs=["missing.txt"])
     summary, events = dws.build_json("//...", check=1)
     assert "missing.txt" in {e["target"]: e for e in events}["//app:run"]["error"]
+
+
+def test_image_context_upload_reports_byte_progress(dws):
+    """Sending an image's context to the engine reports byte progress ending at the tar's size."""
+    dws.write("images/payload.bin", "p" * 300_000)
+    proc = dws.run("build", "--json", "//images:tools", check=0)
+    transfers = [json.loads(l) for l in proc.stdout.splitlines() if '"transfer"' in l]
+    assert transfers and transfers[-1]["what"] == "image context //images:tools"
+    assert transfers[-1]["done"] == transfers[-1]["total"] >= 300_000

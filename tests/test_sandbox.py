@@ -109,3 +109,11 @@ def test_executable_bit_is_kept(ws):
     (ws.root / "tool.sh").unlink()
     ws.run("build", check=0)
     assert os.access(ws.root / "tool.sh", os.X_OK)
+
+
+def test_stop_after_failure_with_ready_targets_left(ws):
+    """A target failing while others are ready ends the build promptly (no spin), reporting them not built."""
+    ws.write("BUILD.yaml", "targets:\n  a:\n    command: 'true'\n    params: [{missing.yaml: [k]}]\n" +
+             "".join(f"  b{i}:\n    command: 'true'\n" for i in range(5)))
+    proc = ws.run("build", "-j", "1", check=2, timeout=30)
+    assert "params file missing.yaml does not exist" in proc.stdout

@@ -19,10 +19,11 @@ class ImageBuilder:
 
     name = "docker-build"
 
-    def __init__(self, engine, naming, warn=lambda message: None):
+    def __init__(self, engine, naming, warn=lambda message: None, transfer=lambda what, total, label=None: None):
         self.engine = engine
         self.naming = naming  # label -> (repository, extra tags, push)
         self.warn = warn
+        self.transfer = transfer  # byte progress of the context upload
 
     def missing(self, action) -> str:
         """'' when the image tagged with the key is in the engine (or was fetched from the registry), else why not."""
@@ -64,11 +65,15 @@ class ImageBuilder:
         extra = dict(spec.extra)
         tar_path, dockerfile_in_tar = self._context_tar(request, context, dockerfile)
         say(f"building {ref} from {dockerfile} (context {context}/)")
+        progress = self.transfer(f"image context {spec.label}", os.path.getsize(tar_path), spec.label)
         try:
-            with open(tar_path, "rb") as tar:
+            with open(tar_path, "rb") as raw:
+                tar = _Counted(raw, progress)
                 stream = self.engine.client().api.build(
                     fileobj=tar, custom_context=True, dockerfile=dockerfile_in_tar, tag=ref, rm=True, forcerm=True,
                     buildargs=dict(extra.get("build_args") or []), target=extra.get("target"), decode=True)
+                if progress is not None:
+                    progress.finish()
                 return _follow(stream, say)
         except docker.errors.APIError as exc:
             raise engine_error(exc, f"building {spec.label}") from None
@@ -102,6 +107,22 @@ class ImageBuilder:
             self.warn(f"push: true for {repository} but buildml.yaml sets no docker.registry; not pushed")
             return
         self.engine.push(repository, key, say)
+
+
+class _Counted:
+    """A file object that reports the bytes read from it (the engine client streams the context by read())."""
+
+    def __init__(self, raw, progress):
+        self.raw, self.progress = raw, progress
+
+    def read(self, size=-1):
+        data = self.raw.read(size)
+        if self.progress is not None and data:
+            self.progress.add(len(data))
+        return data
+
+    def __getattr__(self, name):  # fileno, seek, tell: so the client can size the upload
+        return getattr(self.raw, name)
 
 
 def _follow(stream, say) -> str:
