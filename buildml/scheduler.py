@@ -157,10 +157,11 @@ class Scheduler:
                               source=decision.manifest.get("_source", "local"), manifest=decision.manifest)
             except (CacheCorruption, BlobMissing) as exc:
                 reason = exc.message if isinstance(exc, CacheCorruption) else "a cached output blob is missing"
-                decision = decision.__class__(RUN, (reason,))
+                return self._execute(label, action, staged, (reason,), trust_cache=False)
         return self._execute(label, action, staged, decision.reasons)
 
-    def _execute(self, label, action, staged, reasons) -> Result:
+    def _execute(self, label, action, staged, reasons, trust_cache: bool = True) -> Result:
+        """Run the action; trust_cache=False after a rejected cache entry, so it is not served again."""
         executor = self.runner.executor_for(action.spec).name
         self.emit(TargetStarted(label, executor, reasons))
         attempts = 0
@@ -168,7 +169,7 @@ class Scheduler:
             attempts += 1
             manifest, outcome, log_digest, log_tail = self.runner.run(
                 action, staged, lambda line: self.emit(TargetLog(label, line)),
-                use_cache=not (action.spec.is_test and self.rebuilder.rerun_tests))
+                use_cache=trust_cache and not (action.spec.is_test and self.rebuilder.rerun_tests))
             if manifest is not None or attempts > self._retries(action.spec):
                 break
         if manifest is None:

@@ -97,3 +97,21 @@ def test_loader_rejects_bytes_cleanly(data):
         load_yaml(data, "BUILD.yaml")
     except LoadError:
         pass
+
+
+def test_poisoned_manifest_cannot_write_outside_the_outs(ws, tmp_path):
+    """A cache entry naming paths outside the target's outs is rejected: nothing is written there, the action re-runs."""
+    import json
+
+    ws.write("BUILD.yaml", "targets:\n  a:\n    command: echo good > out.txt\n    outs: [out.txt]\n")
+    ws.run("build", check=0)
+    entry = next(p for p in (ws.cache / "ac").rglob("*") if p.is_file())
+    manifest = json.loads(entry.read_text())
+    good = manifest["outputs"]["out.txt"]
+    manifest["outputs"] = {"../escaped.txt": good, "out.txt": good}
+    os.chmod(entry, 0o644)
+    entry.write_text(json.dumps(manifest))
+    (ws.root / "out.txt").unlink()
+    proc = ws.run("build", "--json", check=0)
+    assert not (ws.root.parent / "escaped.txt").exists()
+    assert '"status": "executed"' in proc.stdout and ws.read("out.txt") == "good\n"
