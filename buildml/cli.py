@@ -67,6 +67,23 @@ def _out_options(f):
                         help="put outputs under DIR (with --at, default buildml-out/@SHA)")(f)
 
 
+def _run_options(f):
+    """The options `build` and `test` share."""
+    for option in reversed([
+        click.option("-j", "--jobs", type=click.IntRange(min=1), help="actions to run at once (default: cores)"),
+        click.option("-k", "--keep-going", is_flag=True, help="keep going after a failure"),
+        click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="override a param for this run"),
+        click.option("--json", "as_json", is_flag=True, help=JSON_HELP),
+        click.option("-v", "--verbose", count=True, help="more output (-vv: action logs)"),
+        click.option("-q", "--quiet", is_flag=True, help="only failures and the summary"),
+        click.option("--remote-cache", metavar="URL", help="shared remote cache (any fsspec URL); overrides cache.remote"),
+        click.option("--remote-upload/--no-remote-upload", default=None,
+                     help="upload results to the remote cache (default: cache.upload)"),
+    ]):
+        f = option(f)
+    return f
+
+
 def _reporter(as_json: bool, verbose: int, quiet: bool, show=()):
     from .reporters import JsonReporter, PlainReporter
 
@@ -130,15 +147,8 @@ def cli():
 
 @cli.command()
 @click.argument("targets", nargs=-1, shell_complete=_complete_labels)
-@click.option("-j", "--jobs", type=click.IntRange(min=1), help="actions to run at once (default: cores)")
-@click.option("-k", "--keep-going", is_flag=True, help="keep building other targets after a failure")
-@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="override a param for this build")
-@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
-@click.option("-v", "--verbose", count=True, help="more output (-vv: action logs)")
-@click.option("-q", "--quiet", is_flag=True, help="only failures and the summary")
+@_run_options
 @click.option("--color/--no-color", default=None, help=COLOR_HELP)
-@click.option("--remote-cache", metavar="URL", help="shared remote cache (any fsspec URL); overrides cache.remote")
-@click.option("--remote-upload/--no-remote-upload", default=None, help="upload results to the remote cache (default: cache.upload)")
 @click.option("--executor", type=click.Choice(["local"]), help="run every target here, ignoring image: (no Docker)")
 @_at_option
 @_out_options
@@ -165,19 +175,14 @@ def build(targets, jobs, keep_going, params, as_json, verbose, quiet, color, rem
 
 @cli.command()
 @click.argument("targets", nargs=-1, shell_complete=_complete_labels)
-@click.option("-j", "--jobs", type=click.IntRange(min=1), help="actions to run at once (default: cores)")
-@click.option("-k", "--keep-going", is_flag=True, help="run the other tests after a failure")
+@_run_options
 @click.option("--no-cache-test-results", is_flag=True, help="re-run tests even when a passing result is cached")
 @click.option("--retries", type=click.IntRange(min=0), help="re-run a failing test up to N times (passes are flaky)")
 @click.option("--junit-xml", type=click.Path(dir_okay=False), help="write a JUnit XML report here")
-@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="override a param for this run")
-@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
-@click.option("-v", "--verbose", count=True, help="more output (-vv: action logs)")
-@click.option("-q", "--quiet", is_flag=True, help="only test results and the summary")
 @_at_option
 @_out_options
-def test(targets, jobs, keep_going, no_cache_test_results, retries, junit_xml, params, as_json, verbose, quiet,
-         at, out, update_lock):
+def test(targets, jobs, keep_going, params, as_json, verbose, quiet, remote_cache, remote_upload,
+         no_cache_test_results, retries, junit_xml, at, out, update_lock):
     """Run the test targets matched by TARGETS (default //...), building what they need; passes are cached."""
     from .api import Options
     from .scheduler import exit_status
@@ -185,6 +190,7 @@ def test(targets, jobs, keep_going, no_cache_test_results, retries, junit_xml, p
 
     options = Options(jobs=jobs, keep_going=keep_going, param_overrides=_overrides(params),
                       rerun_tests=no_cache_test_results, test_retries=retries,
+                      remote_cache=remote_cache, remote_upload=remote_upload,
                       out_root=out and os.path.abspath(out), update_lock=update_lock)
     session = _session(options, at=at)
     reporter = _reporter(as_json, verbose, quiet)

@@ -305,3 +305,16 @@ def test_remote_downloads_report_byte_progress(tmp_path, moto_server, s3_bucket)
     model = (b.root / "models/model.pkl").stat().st_size
     assert any(t["done"] == t["total"] and t["done"] >= model for t in transfers), transfers  # bytes counted by fsspec
     assert all("remote cache" in t["what"] and (t["total"] is None or t["done"] <= t["total"]) for t in transfers)
+
+
+def test_pull_request_tests_read_but_never_write(tmp_path, moto_server, s3_bucket):
+    """`buildml test --no-remote-upload` (CI on a pull request) uses remote hits and uploads nothing."""
+    pr = clone(tmp_path, "pr", s3_bucket + "/pr", moto_server)
+    pr.run("test", "//...", "--no-remote-upload", check=0)
+    assert remote_objects(moto_server, s3_bucket + "/pr") == []
+    main = clone(tmp_path, "main", s3_bucket + "/pr", moto_server)
+    main.run("test", "//...", "--remote-upload", check=0)
+    assert remote_objects(moto_server, s3_bucket + "/pr") != []
+    pr2 = clone(tmp_path, "pr2", s3_bucket + "/pr", moto_server)
+    proc = pr2.run("test", "//...", "--no-remote-upload", check=0)
+    assert "every test result came from the cache" in proc.stdout
