@@ -34,6 +34,7 @@ class ActionSpec:
     cacheable: bool = True
     extra: tuple = ()  # rule-specific key material (canonical-JSON-able)
     context_filter: tuple | None = None  # (dir, ignore file): files under dir matched by the .dockerignore are not inputs
+    checks: tuple = ()  # dataset checks run on the outputs after the command (buildml/checks.py); keyed when set
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Action:
     inputs: dict = field(hash=False)  # workspace path -> InputFile
     param_values: dict = field(hash=False)  # params file -> {key: value}
     image_key: str | None = None
+    base_images: tuple = ()  # ((FROM reference, registry digest), ...) pinned in buildml.lock (image targets)
 
     def key_material(self) -> dict:
         s = self.spec
@@ -68,6 +70,8 @@ class Action:
             "image": self.image_key,
             "network": s.network,
             "extra": list(s.extra),
+            **({"checks": [list(map(list, c)) for c in s.checks]} if s.checks else {}),
+            **({"base_images": [list(p) for p in self.base_images]} if self.base_images else {}),
         }
 
     @property

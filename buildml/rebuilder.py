@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 from .action import Action, InputFile
+from .containers import IMAGE_EXECUTOR
 from .errors import AnalysisError, UserError
 from .sandbox import Staged
 from .workspace import SKIP_DIRS, inside
@@ -32,9 +33,11 @@ class Decision:
 class Rebuilder:
     """Builds actions from the graph and the results of their dependencies, and decides."""
 
-    def __init__(self, graph, state, hasher, params, store, materializer, rerun_tests: bool = False, externals=None):
+    def __init__(self, graph, state, hasher, params, store, materializer, rerun_tests: bool = False, externals=None,
+                 base_images=None):
         self.rerun_tests = rerun_tests
         self.externals = externals  # external.ExternalData: URL deps -> pinned store blobs
+        self.base_images = base_images  # base_images.BaseImages: FROM references -> pinned digests
         self.graph, self.state, self.hasher = graph, state, hasher
         self.params, self.store, self.materializer = params, store, materializer
         self.root = str(graph.workspace.root)
@@ -70,8 +73,13 @@ class Rebuilder:
         image_key = None
         if spec.image is not None:
             image_key = dep_results[spec.image].key  # the image target's key, never the engine's image ID
+        pins = ()
+        if spec.executor == IMAGE_EXECUTOR and self.base_images is not None:  # its FROM references' digests
+            from .base_images import dockerfile_pins
+
+            pins = dockerfile_pins(self.base_images, self.root, spec)
         action = Action(spec, {p: InputFile(s.digest, 0, s.executable) for p, s in staged.items()},
-                        param_values, image_key)
+                        param_values, image_key, pins)
         return action, list(staged.values())
 
     def _source_files(self, label, sources) -> list[str]:
@@ -152,7 +160,15 @@ def build_record(action: Action, outputs: dict) -> dict:
         "outs": list(s.outs),
         "rule": f"{s.kind}/{s.rule_version}",
         "outputs": outputs,
+        **({"settings": _settings(action)} if _settings(action) else {}),
     }
+
+
+def _settings(action: Action) -> dict:
+    """The keyed fields beyond command, env, inputs and params (only those set), to name them when they change."""
+    material = action.key_material()
+    named = {"extra": "rule settings", "checks": "checks", "base_images": "base images", "network": "network"}
+    return {label: material[field] for field, label in named.items() if material.get(field)}
 
 
 def _short(d) -> str:
@@ -189,6 +205,8 @@ def explain_difference(old: dict, new: dict) -> tuple:
         reasons.append(f"image changed ({_short(old.get('image'))} -> {_short(new['image'])})")
     if sorted(old.get("outs", [])) != sorted(new["outs"]):
         reasons.append("outs changed")
+    old_s, new_s = old.get("settings", {}), new.get("settings", {})
+    reasons.extend(f"{name} changed" for name in sorted(set(old_s) | set(new_s)) if old_s.get(name) != new_s.get(name))
     if not reasons:
         reasons.append("outputs missing from the cache" if old.get("key") == new["key"] else "cache schema changed")
     return tuple(reasons)

@@ -52,8 +52,10 @@ class ImageBuilder:
             image.tag(repository, tag)
         if push:
             self._push(repository, action.key, say)
-        return RunOutcome(0, time.monotonic() - start, self.name, self.engine.host,
-                          extra={"image": ref, "image_id": image.id})
+        extra = {"image": ref, "image_id": image.id}
+        if action.base_images:
+            extra["base_images"] = dict(action.base_images)
+        return RunOutcome(0, time.monotonic() - start, self.name, self.engine.host, extra=extra)
 
     # -- steps -------------------------------------------------------------------------
     def _build(self, request: RunRequest, ref: str, say) -> str:
@@ -86,13 +88,27 @@ class ImageBuilder:
         files = sorted(p for p in request.action.inputs if p.startswith(prefix))
         self._warn_size(request, context, {p[len(prefix):]: os.path.getsize(ws / p) for p in files})
         inside = dockerfile.startswith(prefix)
+        in_tar = dockerfile[len(prefix):] if inside else INLINE_DOCKERFILE
+        source = self._pinned_dockerfile(request, ws / dockerfile)
         tar_path = str(request.sandbox.root / "context.tar")
         with tarfile.open(tar_path, "w") as tar:
             for path in files:
-                tar.add(ws / path, arcname=path[len(prefix):], recursive=False, filter=_normalize)
-            if not inside:
-                tar.add(ws / dockerfile, arcname=INLINE_DOCKERFILE, filter=_normalize)
-        return tar_path, dockerfile[len(prefix):] if inside else INLINE_DOCKERFILE
+                if path != dockerfile:
+                    tar.add(ws / path, arcname=path[len(prefix):], recursive=False, filter=_normalize)
+            tar.add(source, arcname=in_tar, filter=_normalize)
+        return tar_path, in_tar
+
+    def _pinned_dockerfile(self, request: RunRequest, path):
+        """The Dockerfile to send: as written, or with its pinned base images as ref@digest (buildml.lock)."""
+        pins = dict(request.action.base_images)
+        if not pins:
+            return path
+        from ..base_images import pin_dockerfile
+
+        build_args = dict(dict(request.action.spec.extra).get("build_args") or [])
+        pinned = request.sandbox.root / "Dockerfile.pinned"
+        pinned.write_text(pin_dockerfile(path.read_text(), pins, build_args))
+        return pinned
 
     def _warn_size(self, request: RunRequest, context: str, sizes: dict) -> None:
         total = sum(sizes.values())
