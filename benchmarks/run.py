@@ -23,6 +23,7 @@ sys.path.insert(0, str(HERE))
 from synth import generate  # noqa: E402
 
 BUILDML = str(Path(sys.executable).parent / "buildml")
+NO_CERT = "BUILDML_NOOP_CERTIFICATE"  # set to 0: every no-op loads and checks everything (buildml/noop.py)
 TARGETS = {
     "noop_10000": 1.0, "noop_1000": 0.3, "dataset_noop": 0.2, "help": 0.15, "per_action_ms": 5.0,
 }
@@ -54,7 +55,11 @@ def bench_synthetic(n: int, work: Path, repeat: int) -> dict:
     env = {**os.environ, "BUILDML_CACHE_DIR": str(cache)}
     clean, _ = run([BUILDML, "build", "-q", "//..."], root, env)
     time.sleep(2.1)  # let the racy-timestamp window pass, as it would between real edits
+    full_env = {**env, NO_CERT: "0"}
+    full = median_of(lambda: run([BUILDML, "build", "-q", "//..."], root, full_env)[0], repeat)
+    run([BUILDML, "build", "-q", "//..."], root, env)  # a full no-op that writes the no-op certificate
     noop = median_of(lambda: run([BUILDML, "build", "-q", "//..."], root, env)[0], repeat)
+    peak = peak_memory([BUILDML, "build", "-q", "//..."], root, full_env)
     src = root / "p0" / "t0.txt"
     changes = []
     for i in range(repeat):
@@ -66,7 +71,7 @@ def bench_synthetic(n: int, work: Path, repeat: int) -> dict:
         os.utime(src)
         t, out = run([BUILDML, "build", "--json", "//..."], root, env)
         touched.append((t, executed_count(out)))
-    return {"n": n, "clean": clean, "noop": noop,
+    return {"n": n, "clean": clean, "noop": noop, "noop_full": full, "peak_mb": peak,
             "changed": statistics.median(t for t, _ in changes), "changed_reran": changes[-1][1],
             "touched": statistics.median(t for t, _ in touched), "touched_reran": touched[-1][1]}
 
@@ -84,23 +89,30 @@ def bench_dataset(work: Path, files: int, size: int, repeat: int) -> dict:
     env = {**os.environ, "BUILDML_CACHE_DIR": str(cache)}
     first, _ = run([BUILDML, "build", "-q"], root, env)
     time.sleep(2.1)
-    run([BUILDML, "build", "-q"], root, env)  # records the stat cache once the racy window has passed
+    run([BUILDML, "build", "-q"], root, env)  # records the stat cache (and the no-op certificate)
+    full = median_of(lambda: run([BUILDML, "build", "-q"], root, {**env, NO_CERT: "0"})[0], repeat)
     noop = median_of(lambda: run([BUILDML, "build", "-q"], root, env)[0], repeat)
     (root / "raw" / "f00000.bin").write_bytes(os.urandom(size))
     changed, _ = run([BUILDML, "build", "-q"], root, env)
-    return {"files": files, "bytes": files * size, "first": first, "noop": noop, "changed": changed, "root": root}
+    return {"files": files, "bytes": files * size, "first": first, "noop": noop, "noop_full": full, "changed": changed,
+            "root": root}
 
 
 def bench_hashing(root: Path, repeat: int) -> dict:
     files = sorted(str(p) for p in (root / "raw").iterdir())
     total = sum(os.path.getsize(f) for f in files)
-    code = ("import sys, tempfile; from buildml.hasher import Hasher; from buildml.state import State\n"
-            "files = sys.argv[1:]; h = Hasher(State(tempfile.mkdtemp())); h.files(files)")
+    code = ("import sys, tempfile, time; from buildml.hasher import Hasher; from buildml.state import State\n"
+            "files = sys.argv[1:]; h = Hasher(State(tempfile.mkdtemp())); t = time.perf_counter(); h.files(files)\n"
+            "print(time.perf_counter() - t)")
+    inside = []
 
     def ours():
-        return run([sys.executable, "-c", code, *files], root, os.environ)[0]
+        elapsed, out = run([sys.executable, "-c", code, *files], root, os.environ)
+        inside.append(float(out))
+        return elapsed
 
     out = {"bytes": total, "buildml": total / median_of(ours, repeat)}
+    out["in_process"] = total / statistics.median(inside)
     for name in ("xxhsum", "sha256sum"):
         if shutil.which(name):
             tool_args = [name, "-H2", *files] if name == "xxhsum" else [name, *files]
@@ -122,8 +134,16 @@ def bench_overheads(work: Path, repeat: int) -> dict:
     for _ in range(n):
         subprocess.run(["sh", "-c", "true"], check=True)
     commands = time.perf_counter() - start
-    noop, _ = run([BUILDML, "build", "-q", "-j", "1"], root, env)
+    noop, _ = run([BUILDML, "build", "-q", "-j", "1"], root, {**env, NO_CERT: "0"})
     return {"help": help_time, "per_action_ms": (clean - noop) / n * 1000, "spawn_ms": commands / n * 1000}
+
+
+def peak_memory(args, cwd, env) -> float | None:
+    """Peak resident memory of one run in MB (GNU time's %M), or None without /usr/bin/time."""
+    if not os.path.exists("/usr/bin/time"):
+        return None
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    return int(proc.stderr.strip().splitlines()[-1]) / 1024
 
 
 def machine() -> str:
@@ -143,6 +163,7 @@ def table(results: dict) -> str:
         n = r["n"]
         row(f"N={n}: clean build", r["clean"], "s")
         row(f"N={n}: no-op build", r["noop"], "s", {10000: 1.0, 1000: 0.3}.get(n))
+        row(f"N={n}: no-op, full check (no certificate: first no-op after a change)", r["noop_full"], "s")
         rows.append(f"| N={n}: one source changed near the root | {r['changed']:.3f} s ({r['changed_reran']} actions re-ran) | | |")
         rows.append(f"| N={n}: one source touched, unchanged | {r['touched']:.3f} s ({r['touched_reran']} actions re-ran) | | |")
     d = results.get("dataset")
@@ -150,15 +171,21 @@ def table(results: dict) -> str:
         gb = d["bytes"] / 1e9
         row(f"dataset {d['files']} files / {gb:.1f} GB: first build", d["first"], "s")
         row("dataset: no-op", d["noop"], "s", 0.2)
+        row("dataset: no-op, full check (no certificate)", d["noop_full"], "s")
         row("dataset: one file changed", d["changed"], "s")
     h = results.get("hashing")
     if h:
+        rows.append(f"| hashing throughput, buildml in process (warm page cache) | {h['in_process'] / 1e9:.2f} GB/s | | |")
         for name in ("buildml", "xxhsum", "sha256sum"):
             if name in h:
-                rows.append(f"| hashing throughput, {name} (warm page cache) | {h[name] / 1e9:.2f} GB/s | | |")
+                rows.append(f"| hashing throughput, {name} whole process (warm page cache) | {h[name] / 1e9:.2f} GB/s | | |")
         if "xxhsum" in h:
             ratio = h["buildml"] / h["xxhsum"]
             rows.append(f"| buildml / xxhsum | {ratio:.0%} | >= 80% | {'yes' if ratio >= 0.8 else '**no**'} |")
+    for r in results["synthetic"]:
+        if r["n"] == 10000 and r["peak_mb"] is not None:
+            rows.append(f"| peak memory, 10,000-target no-op, full check (`/usr/bin/time -f %M`) | {r['peak_mb']:.0f} MB "
+                        f"| < 500 MB | {'yes' if r['peak_mb'] < 500 else '**no**'} |")
     o = results["overheads"]
     row("`buildml --help`", o["help"], "s", 0.15)
     rows.append(f"| per action, 1,000 trivial targets at -j1: (clean - no-op) / 1,000 | {o['per_action_ms']:.2f} ms "

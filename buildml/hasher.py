@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .hashing import digest_file, is_executable
@@ -34,11 +33,13 @@ class Hasher:
         self.state = state
         self.threads = threads or min(8, (os.cpu_count() or 2))
         self.reads = 0  # files actually read (cache misses), for tests and benchmarks
+        self.seen: dict = {}  # path -> the stat signature its digest was taken at (for buildml/noop.py)
 
     def file(self, path: str, st: os.stat_result | None = None) -> FileDigest:
         """Digest of one regular file (path is absolute)."""
         st = st or os.stat(path)
         sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        self.seen[path] = sig
         cached = self.state.file_entry(path)
         if cached is not None and tuple(cached[:4]) == sig:
             return FileDigest(cached[4], st.st_size, is_executable(st.st_mode))
@@ -54,6 +55,8 @@ class Hasher:
         misses = [p for p, st in stats.items() if not self._fresh(p, st)]
         result = {}
         if sum(stats[p].st_size for p in misses) >= PARALLEL_BYTES and len(misses) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
             with ThreadPoolExecutor(self.threads) as pool:
                 for p, fd in zip(misses, pool.map(lambda p: self.file(p, stats[p]), misses)):
                     result[p] = fd
