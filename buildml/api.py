@@ -36,6 +36,7 @@ class Options:
     keep_going: bool = False
     cache_dir: str | None = None
     out_root: str | None = None  # None: outputs go in place in the workspace
+    state_dir: str | None = None  # None: the workspace's .buildml/ (a sweep keeps one per variant)
     param_overrides: dict = field(default_factory=dict)
     executor: str | None = None
     rerun_tests: bool = False  # --no-cache-test-results
@@ -44,12 +45,18 @@ class Options:
     update_lock: bool = False  # --update-lock: re-pin drifted external data instead of stopping
     remote_cache: str | None = None  # --remote-cache URL (else $BUILDML_REMOTE_CACHE, else cache.remote)
     remote_upload: bool | None = None  # --remote-upload/--no-remote-upload (None: the cache.upload setting)
+    detach: bool = False  # --detach: remote (ray) actions are submitted, not awaited (buildml/remote_runs.py)
 
 
-def default_registry() -> RuleRegistry:
+def default_registry(ws=None) -> RuleRegistry:
+    """The built-in kinds, plus the workspace's own (rules: and templates: in its buildml.yaml) when ws is given."""
     from buildml.rules import builtin_rules  # the facade wires the built-in kinds in; the engine never does
 
-    return RuleRegistry(builtin_rules())
+    if ws is None:
+        return RuleRegistry(builtin_rules())
+    from .user_rules import workspace_rules
+
+    return RuleRegistry(workspace_rules(ws, builtin_rules()))
 
 
 class Session:
@@ -61,22 +68,22 @@ class Session:
         self.emit = emit
         self.ws = load_workspace(Path(start))
         self.cwd = Path(start).resolve()
-        self.registry = registry or default_registry()
+        self.registry = registry or default_registry(self.ws)
         self._executor = executor
         self._injected = executor is not None  # a test's executor runs everything
         self._graph = None
         self._store = None
-        self.state = State(self.ws.state_dir)
+        self.state = State(self.options.state_dir or self.ws.state_dir)
 
     # -- lazily built parts ------------------------------------------------------------
     @property
     def graph(self):
         if self._graph is None:
             self._graph = analyse(self.ws, load_targets(self.ws, self.registry), self.registry)
-            if self.options.executor == "local":  # --executor local: no images, containerized targets run here
-                from .containers import strip_images
+            from .executor_config import assign_executors, executor_settings  # who runs what; local ones skip images
 
-                strip_images(self._graph, self.warn)
+            self.dropped_images = assign_executors(self._graph, executor_settings(self.ws.settings),
+                                                   self.options.executor, self.warn)
         return self._graph
 
     @property
@@ -105,15 +112,12 @@ class Session:
         return self._executor
 
     def executor_for(self, spec):
-        """The executor that runs spec: the injected/local one unless the target needs another.
+        """The executor that runs spec (its executor name resolved by the graph), or the one a test injected."""
+        if self._injected:
+            return self.executor()
+        from .executor_config import executor_for
 
-        Hook for the container and remote executors: pick by spec.image / spec.executor here.
-        """
-        from .containers import runs_in_docker
-
-        if not self._injected and self.options.executor != "local" and runs_in_docker(spec):
-            return self.containers.executor_for(spec)
-        return self.executor()
+        return executor_for(self, spec)
 
     @property
     def containers(self):
@@ -127,6 +131,9 @@ class Session:
     def cancel_all(self) -> None:
         """Stop every running action on every executor in use (Ctrl-C)."""
         self.executor().cancel()
+        from .executor_config import cancel_named
+
+        cancel_named(self)
         if self.__dict__.get("_containers") is not None:
             self._containers.cancel()
 
@@ -141,7 +148,14 @@ class Session:
 
     # -- commands --------------------------------------------------------------------------
     def select(self, patterns) -> list:
-        return self.graph.select(list(patterns) or ["//..."], self.current_package)
+        from .errors import LabelError
+
+        try:
+            return self.graph.select(list(patterns) or ["//..."], self.current_package)
+        except LabelError as exc:  # maybe an image target its executor made unnecessary
+            from .executor_config import explain_dropped
+
+            raise explain_dropped(exc, patterns, getattr(self, "dropped_images", ()), self.current_package) from None
 
     def build(self, patterns, dry_run: bool = False):
         """Build (or, with dry_run, only decide) the targets matched by patterns and their deps."""
@@ -169,6 +183,7 @@ class Session:
     def _run(self, labels, dry_run: bool):
         from .cache_admin import cache_lock, record_build
 
+        self._check_overrides()
         scheduler = self._scheduler(dry_run)
         try:
             with cache_lock(getattr(self.store, "local", self.store)):
@@ -179,19 +194,36 @@ class Session:
         finally:
             self.state.close()
 
+    def _check_overrides(self) -> None:
+        """A --param key that no target of the workspace selects is a typo: say so instead of ignoring it."""
+        from .errors import did_you_mean
+
+        selected = {key for spec in self.graph.specs.values() for _, keys in spec.params for key in keys}
+        for key in self.options.param_overrides:
+            if key not in selected:
+                raise UserError(f"--param {key}: no target selects the param {key!r}",
+                                hint=did_you_mean(key, selected) or "targets select params with `params: [key, ...]`")
+
     def _scheduler(self, dry_run: bool) -> Scheduler:
-        hasher = Hasher(self.state)
+        hasher = self.hasher = Hasher(self.state)  # kept: buildml/noop.py checks what it read
         out_root = self.options.out_root or str(self.ws.root)
         materializer = Materializer(out_root, self.state, hasher, self.store, self.warn, self.ws.state_dir / "displaced")
         params = ParamsReader(self.ws.root, self.options.param_overrides)
+        from .base_images import base_images
         from .external import external_data
 
         rebuilder = Rebuilder(self.graph, self.state, hasher, params, self.store, materializer, self.options.rerun_tests,
-                              external_data(self, dry_run))
-        runner = Runner(self.store, self.executor_for, functools.cache(lambda: git_provenance(self.ws.root)))
+                              external_data(self, dry_run), base_images(self, dry_run))
+        from .param_overrides import overrides_of
+        from .resources import Ledger, pools_for
+
+        ledger = Ledger(pools_for(self))  # cpus/gpus/memory per executor
+        runner = Runner(self.store, self.executor_for, functools.cache(lambda: git_provenance(self.ws.root)),
+                        devices=ledger.device_env, overrides=lambda action: overrides_of(action, params))
         jobs = self.options.jobs or self.ws.settings.jobs or os.cpu_count() or 2
         return Scheduler(self.graph, rebuilder, runner, materializer, self.state, self.emit, jobs,
-                         self.options.keep_going, dry_run, cancel=self.cancel_all, retries=self.options.test_retries)
+                         self.options.keep_going, dry_run, cancel=self.cancel_all, retries=self.options.test_retries,
+                         resources=ledger)
 
     def explain(self, pattern: str) -> dict:
         """The key inputs of one target and how they differ from its last build."""

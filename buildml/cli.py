@@ -10,6 +10,7 @@ import sys
 import click
 
 from .errors import BuildmlError, Interrupted
+from .cli_experiments import build_sweep, sweep_options  # `metrics`, `params`, `build --sweep`
 
 JSON_HELP = "machine-readable JSON lines"
 
@@ -124,13 +125,15 @@ def _complete_labels(ctx, param, incomplete):
         from .loader import load_targets
         from .workspace import load_workspace
 
-        labels = sorted(str(l) for l in load_targets(load_workspace("."), default_registry()))
+        ws = load_workspace(".")
+        labels = sorted(str(l) for l in load_targets(ws, default_registry(ws)))
     except Exception:  # completion must never print a traceback into the shell
         return []
     return [CompletionItem(c) for c in ["//...", *labels] if c.startswith(incomplete)]
 
 
 COLOR_HELP = "colour the output (default: on a terminal unless NO_COLOR is set)"
+EXECUTOR_HELP = "run targets on NAME: local (here, ignoring image:), docker, or an executor of buildml.yaml"
 
 
 def _overrides(params) -> dict:
@@ -149,25 +152,42 @@ def cli():
 @click.argument("targets", nargs=-1, shell_complete=_complete_labels)
 @_run_options
 @click.option("--color/--no-color", default=None, help=COLOR_HELP)
-@click.option("--executor", type=click.Choice(["local"]), help="run every target here, ignoring image: (no Docker)")
+@click.option("--executor", metavar="NAME", help=EXECUTOR_HELP)
+@click.option("--detach", is_flag=True, help="submit remote (ray) actions and return; a later build attaches")
 @_at_option
 @_out_options
+@sweep_options
 def build(targets, jobs, keep_going, params, as_json, verbose, quiet, color, remote_cache, remote_upload, at, out,
-          update_lock, executor):
+          update_lock, executor, sweeps, sort, detach=False):
     """Build TARGETS (default //...) and everything they need, skipping what is up to date."""
+    from .noop import NoopCertificate  # a no-op proven by stats alone, before loading anything (buildml/noop.py)
+
+    noop = NoopCertificate(click.get_current_context().params)
+    if noop.replay(lambda show: _display(as_json, verbose, quiet, color, show=show)) is not None:
+        return 0
     from .api import Options
     from .scheduler import exit_status
 
-    session = _session(Options(jobs=jobs, keep_going=keep_going, param_overrides=_overrides(params),
-                               remote_cache=remote_cache, remote_upload=remote_upload,
-                               out_root=out and os.path.abspath(out), update_lock=update_lock,
-                               executor=executor), at=at)
+    options = Options(jobs=jobs, keep_going=keep_going, param_overrides=_overrides(params),
+                      remote_cache=remote_cache, remote_upload=remote_upload,
+                      out_root=out and os.path.abspath(out), update_lock=update_lock, executor=executor, detach=detach)
+    if sweeps or sort:  # a sweep: every combination as its own variant (buildml/sweep.py)
+        return build_sweep(targets, sweeps, sort, options, at, as_json, quiet)
+    early: list = []  # warnings of loading and analysis, shown once the display exists
+    session = _session(options, emit=early.append, at=at)
     display = _display(as_json, verbose, quiet, color, show=session.select(targets))
-    session.emit = _recorded(session, display)
+    session.emit = noop.watch(_recorded(session, display))
+    for event in early:
+        session.emit(event)
     try:
         finished = session.build(targets)
     finally:
         getattr(display, "close", lambda: None)()
+    noop.certify(session, finished)
+    from .remote_runs import detached_lines  # --detach: what was submitted (buildml/remote_runs.py)
+
+    for line in detached_lines(finished):
+        click.echo(line, err=as_json)
     if at:
         click.echo(f"outputs of {at} are in {session.options.out_root}", err=as_json)
     return exit_status(finished)
@@ -179,10 +199,11 @@ def build(targets, jobs, keep_going, params, as_json, verbose, quiet, color, rem
 @click.option("--no-cache-test-results", is_flag=True, help="re-run tests even when a passing result is cached")
 @click.option("--retries", type=click.IntRange(min=0), help="re-run a failing test up to N times (passes are flaky)")
 @click.option("--junit-xml", type=click.Path(dir_okay=False), help="write a JUnit XML report here")
+@click.option("--executor", metavar="NAME", help=EXECUTOR_HELP)
 @_at_option
 @_out_options
 def test(targets, jobs, keep_going, params, as_json, verbose, quiet, remote_cache, remote_upload,
-         no_cache_test_results, retries, junit_xml, at, out, update_lock):
+         no_cache_test_results, retries, junit_xml, at, out, update_lock, executor):
     """Run the test targets matched by TARGETS (default //...), building what they need; passes are cached."""
     from .api import Options
     from .scheduler import exit_status
@@ -191,10 +212,13 @@ def test(targets, jobs, keep_going, params, as_json, verbose, quiet, remote_cach
     options = Options(jobs=jobs, keep_going=keep_going, param_overrides=_overrides(params),
                       rerun_tests=no_cache_test_results, test_retries=retries,
                       remote_cache=remote_cache, remote_upload=remote_upload,
-                      out_root=out and os.path.abspath(out), update_lock=update_lock)
-    session = _session(options, at=at)
+                      out_root=out and os.path.abspath(out), update_lock=update_lock, executor=executor)
+    early: list = []
+    session = _session(options, emit=early.append, at=at)
     reporter = _reporter(as_json, verbose, quiet)
     session.emit = _recorded(session, reporter if as_json else TestReporter(reporter), "test")
+    for event in early:
+        session.emit(event)
     finished = session.test(targets)
     if junit_xml:
         write_junit(finished, junit_xml)
@@ -210,10 +234,15 @@ def status(targets, as_json, at):
     session = _session(at=at)
     finished = session.build(targets, dry_run=True)
     rows = [r for r in finished.results if r.status in ("stale", "restorable", "failed")]
+    from .remote_runs import render_running, running  # remote actions still running (buildml/remote_runs.py)
+
+    remote = running(session)
     if as_json:
         click.echo(json.dumps({"stale": [{"target": str(r.label), "status": r.status, "reasons": list(r.reasons),
-                                          "error": r.error} for r in rows]}, indent=2))
+                                          "error": r.error} for r in rows], "remote_running": remote}, indent=2))
         return 0
+    for line in render_running(remote):
+        click.echo(line)
     if not rows:
         click.echo(f"all {len(finished.results)} targets up to date")
     for r in rows:
@@ -361,11 +390,12 @@ def cache():
 
 @cache.command()
 @click.option("--repair", is_flag=True, help="remove corrupt blobs")
-def verify(repair):
+@click.option("--remote", is_flag=True, help="check the remote cache instead (read-only)")
+def verify(repair, remote):
     """Re-hash every blob and check every action-cache entry."""
-    from .cache_admin import verify as run_verify
+    from .cache_admin import verify as run_verify, verify_target
 
-    report = run_verify(_session().store, repair)
+    report = run_verify(verify_target(_session().store, remote, repair), repair)
     click.echo(f"checked {report.blobs} blobs and {report.actions} action-cache entries")
     for digest in report.corrupt_blobs:
         click.echo(f"corrupt blob {digest}" + (" (removed)" if repair else ""))
@@ -442,14 +472,17 @@ def pull(targets, remote_cache):
 @cli.command()
 @click.argument("targets", nargs=-1)
 def lock(targets):
-    """Pin the external data TARGETS read (default: all, dropping unused pins) in buildml.lock."""
+    """Pin the external data and base images TARGETS use (default: all, dropping unused pins) in buildml.lock."""
+    from .base_images import lock_images
     from .external import lock as run_lock
 
-    rows = run_lock(_session(), targets)
+    session = _session()
+    rows = run_lock(session, targets)
+    rows += lock_images(session, session.select(targets), everything=not targets)
     for dep, what in rows:
         click.echo(f"{what:9} {dep}")
     if not rows:
-        click.echo("no external data deps")
+        click.echo("no external data deps and no base images with a registry digest")
     return 0
 
 
@@ -457,11 +490,13 @@ def lock(targets):
 @click.argument("target")
 @_at_option
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
-def show(target, at, as_json):
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="the build made with this --param override")
+def show(target, at, as_json, params):
     """Show how TARGET's outputs were made (provenance) and where they are."""
+    from .api import Options
     from .provenance import render_show, show as run_show
 
-    info = run_show(_session(at=at), target)
+    info = run_show(_session(Options(param_overrides=_overrides(params)), at=at), target)
     click.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else render_show(info))
     return 0
 
@@ -503,6 +538,12 @@ def verify_targets(targets, at, jobs, as_json):
         click.echo(render(verdicts))
     return 0 if all(v.ok for v in verdicts) else 1
 
+
+from .cli_run import run as _run  # noqa: E402  `buildml run`: serve an endpoint (buildml/serve.py)
+cli.add_command(_run)
+from .cli_experiments import metrics as _metrics, params as _params  # noqa: E402  (buildml/experiments.py)
+cli.add_command(_metrics)
+cli.add_command(_params)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -38,12 +38,21 @@ class Containers:
 
                 self._builder = ImageBuilder(self.engine, self.naming, self.warn, self.transfer)
             return self._builder
+        if spec.kind == "endpoint":  # its action builds the serving image (buildml/executors/serving_image.py)
+            return self._serving_builder()
         if self._runner is None:
             from .executors.docker import DockerExecutor, sweep_orphans
 
             sweep_orphans(self.engine)
             self._runner = DockerExecutor(self.engine, self.image_ref)
         return self._runner
+
+    def _serving_builder(self):
+        if getattr(self, "_serving", None) is None:
+            from .executors.serving_image import ServingImageBuilder
+
+            self._serving = ServingImageBuilder(self.engine, self.naming, self.image_ref, self.warn)
+        return self._serving
 
     def cancel(self) -> None:
         if self._runner is not None:

@@ -69,6 +69,7 @@ def render_show(info: dict) -> str:
              f"  buildml:   {p.get('buildml_version')}"]
     lines += [f"  env:       {name}={value}" for name, value in sorted((p.get("env") or {}).items())]
     lines += [f"  param:     {k} = {v!r} ({f})" for f, vals in sorted((p.get("params") or {}).items()) for k, v in vals.items()]
+    lines += [f"  override:  {o['param']} = {o['to']!r} (--param; {o['file']} has {o['from']!r})" for o in p.get("param_overrides", ())]
     lines += [f"  input:     {d[:12]}  {path}" for path, d in sorted((p.get("inputs") or {}).items())]
     lines += [f"  metric:    {name} = {value}" for name, value in flat_metrics(info["metrics"]).items()]
     for out in info["outputs"]:

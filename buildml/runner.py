@@ -12,6 +12,7 @@ import yaml
 from filelock import FileLock
 
 from . import __version__
+from .checks import checked_outcome
 from .errors import UserError
 from .executors import RunRequest
 from .hashing import digest_file
@@ -68,8 +69,10 @@ def read_metrics(path: str) -> object:
 class Runner:
     """Executes RUN decisions on an executor and records the results in the store."""
 
-    def __init__(self, store, executor_for, provenance, caller_env: dict | None = None):
+    def __init__(self, store, executor_for, provenance, caller_env: dict | None = None, devices=None, overrides=None):
         self.store = store
+        self.devices = devices or (lambda action: {})  # action -> {"CUDA_VISIBLE_DEVICES": ...} of the GPUs it holds
+        self.overrides = overrides or (lambda action: {})  # action -> the --param overrides it was built with
         self.executor_for = executor_for  # spec -> Executor
         self.provenance = provenance  # () -> build-wide facts: git commit, dirty
         self.caller_env = dict(os.environ if caller_env is None else caller_env)
@@ -100,11 +103,13 @@ class Runner:
         try:
             sandbox.stage(self.store, staged, _params_by_file(action), spec.workdir, spec.outs)
             env, masks = action_env(spec, sandbox, self.caller_env)
+            env.update(self.devices(action))
             log_path = sandbox.root / "action.log"
             log_path.touch()
             executor = self.executor_for(spec)
             started = time.time()
             outcome = executor.run(RunRequest(action, sandbox, env, log_path, on_line, masks))
+            outcome = checked_outcome(outcome, spec.checks, sandbox.ws, log_path)  # dataset checks, on this host
             log_digest = digest_file(log_path)
             self.store.put_file(log_path, log_digest)
             log_tail = tail(log_path)
@@ -151,6 +156,7 @@ class Runner:
                 "secrets": list(spec.secrets),
                 "inputs": {p: f.digest for p, f in sorted(action.inputs.items())},
                 "params": action.param_values,
+                **({"param_overrides": self.overrides(action)} if self.overrides(action) else {}),
                 "image_key": action.image_key,
                 "executor": outcome.executor,
                 "host": outcome.host or socket.gethostname(),

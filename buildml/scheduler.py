@@ -10,6 +10,9 @@ from .errors import BuildmlError, CacheCorruption, Interrupted, UserError
 from .events import (CACHED, EXECUTED, FAILED, SKIPPED, UP_TO_DATE, WOULD_RESTORE, WOULD_RUN, BuildFinished,
                      BuildStarted, Result, TargetFinished, TargetLog, TargetStarted)
 from .rebuilder import RESTORE, RUN, build_record
+from .remote_runs import DETACHED, Detached
+from .param_overrides import with_override_reasons
+from .resources import Ledger
 from .rebuilder import UP_TO_DATE as DECIDED_UP_TO_DATE
 from .runner import failure_message
 from .store import BlobMissing
@@ -19,8 +22,10 @@ class Scheduler:
     """Considers each target once its dependencies are done; at most `jobs` at a time."""
 
     def __init__(self, graph, rebuilder, runner, materializer, state, emit, jobs: int = 2,
-                 keep_going: bool = False, dry_run: bool = False, cancel=lambda: None, retries: int | None = None):
+                 keep_going: bool = False, dry_run: bool = False, cancel=lambda: None, retries: int | None = None,
+                 resources=None):
         self.retries = retries  # overrides every test's own retries when set
+        self.resources = resources or Ledger()  # cpus/gpus/memory per executor (buildml/resources.py)
         self.graph, self.rebuilder, self.runner = graph, rebuilder, runner
         self.materializer, self.state, self.emit = materializer, state, emit
         self.jobs, self.keep_going, self.dry_run, self.cancel = max(1, jobs), keep_going, dry_run, cancel
@@ -62,17 +67,23 @@ class Scheduler:
                         if label in results:
                             continue
                         prepared = self._prepare(label, {d: results[d] for d in dag.predecessors(label)})
+                        if not isinstance(prepared, Result):  # an action that can never fit fails at once
+                            prepared = self._guarded(label, self._refused, label, prepared) or prepared
                         if isinstance(prepared, Result):
                             self._finish(label, prepared)
                         else:
                             queued.append((label, prepared))
                     while queued and len(running) < self.jobs and not self._stopping:
-                        label, prepared = queued.popleft()
+                        item = self.resources.take(queued)  # the first whose resources fit on its executor now
+                        if item is None:
+                            break
+                        label, prepared = item
                         running[pool.submit(self._complete, label, *prepared)] = label
                     if not running:
                         continue
                     done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
                     for future in done:
+                        self.resources.release(running[future])
                         self._finish(running.pop(future), future.result())
             except KeyboardInterrupt:
                 self.cancel()
@@ -93,16 +104,17 @@ class Scheduler:
                 if self._waiting[child] == 0 and child not in self._results:
                     self._ready.append(child)
             else:
-                self._skip(self._dag, child, label, self._results)
+                self._skip(self._dag, child, label, self._results, DETACHED if result.status == DETACHED else SKIPPED)
 
-    def _skip(self, dag, label, failed, results) -> None:
+    def _skip(self, dag, label, failed, results, status=SKIPPED) -> None:
         if label in results:
             return
-        result = Result(label, SKIPPED, error=f"dependency {failed} failed")
+        why = f"dependency {failed} failed" if status == SKIPPED else f"waits for {failed} (detached)"
+        result = Result(label, status, error=why)
         results[label] = result
         self.emit(TargetFinished(result))
         for child in sorted(dag.successors(label)):
-            self._skip(dag, child, failed, results)
+            self._skip(dag, child, failed, results, status)
 
     # -- one target ----------------------------------------------------------------------
     def _prepare(self, label, deps: dict):
@@ -115,7 +127,7 @@ class Scheduler:
 
     def _decide(self, label, deps):
         action, staged = self.rebuilder.action_for(label, deps)
-        decision = self.rebuilder.decide(label, action)
+        decision = with_override_reasons(self.rebuilder.decide(label, action), action, self.rebuilder.params)
         if decision.what in (DECIDED_UP_TO_DATE, RESTORE):  # e.g. an image removed from the engine since
             gone = getattr(self.runner, "missing", lambda a: "")(action)
             if gone:
@@ -123,6 +135,11 @@ class Scheduler:
         if decision.what == DECIDED_UP_TO_DATE or self.dry_run:
             return self._act(label, action, staged, decision)
         return action, staged, decision
+
+    def _refused(self, label, prepared) -> Result | None:
+        """FAILED (a user error: exit 2) when the action asks for more than its executor has."""
+        error = self.resources.refusal(label, prepared)
+        return Result(label, FAILED, error=error.render(), user_error=error) if error else None
 
     def _complete(self, label, action, staged, decision) -> Result:
         """Restore or execute (in a worker thread)."""
@@ -133,6 +150,8 @@ class Scheduler:
         start = time.monotonic()
         try:
             result = fn(*args)
+        except Detached as exc:  # --detach: handed to a remote executor, not awaited (buildml/remote_runs.py)
+            result = Result(label, DETACHED, error=exc.message, source=exc.executor)
         except UserError as exc:
             result = Result(label, FAILED, error=exc.render(), user_error=exc)
         except BuildmlError as exc:

@@ -39,6 +39,8 @@ class Settings:
     storage_options: dict = field(default_factory=dict)
     jobs: int | None = None
     raw: dict = field(default_factory=dict)
+    executors: object = None  # executor_config.ExecutorSettings (`executor:` and `executors:`)
+    doc: object = field(default=None, compare=False, repr=False)  # the parsed buildml.yaml, for locations
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,10 @@ def read_settings(path: Path) -> Settings:
     upload = cache.get("upload", True)
     if not isinstance(upload, bool):
         raise LoadError("upload must be true or false", location=doc.where(("cache", "upload")))
+    from .executor_config import parse_executor_settings
+
     return Settings(cache_dir=cache.get("dir"), remote_cache=cache.get("remote"), remote_upload=upload,
-                    storage_options=opts, jobs=jobs, raw=data)
+                    storage_options=opts, jobs=jobs, raw=data, executors=parse_executor_settings(data, doc), doc=doc)
 
 
 def default_cache_dir(settings: Settings, root: Path) -> Path:
