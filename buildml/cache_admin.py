@@ -22,6 +22,19 @@ class VerifyReport:
         return not self.corrupt_blobs and not self.bad_actions
 
 
+def verify_target(store, remote: bool, repair: bool):
+    """The store `cache verify` checks: the local one, or (--remote) the remote one, which is never repaired."""
+    if not remote:
+        return store
+    from .errors import UserError
+
+    if not hasattr(store, "remote"):
+        raise UserError("no remote cache configured", hint="set cache.remote in buildml.yaml, $BUILDML_REMOTE_CACHE or --remote-cache")
+    if repair:
+        raise UserError("--repair works on the local cache only", hint="buildml never deletes remote objects; drop --repair")
+    return store.remote
+
+
 def verify(store, repair: bool = False) -> VerifyReport:
     """Re-hash every blob; check every manifest parses and names blobs that exist."""
     report = VerifyReport()

@@ -25,6 +25,8 @@ PART_SIZE = 8 << 20  # multipart chunk: big files stream instead of being read w
 CONDITIONAL = ("s3", "s3a", "gs", "gcs")  # backends with put-if-absent
 S3_DEFAULTS = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 2, "mode": "standard"}}
 S3FS_RETRIES = 3  # s3fs's own retries with backoff (its default, 5, makes an outage cost ~6 s per call)
+LOOKUP_TIMEOUT_S = 30  # one lookup, retries included (async backends): else a stalled server costs ~15 x read_timeout
+MIN_RATE_BPS = 1 << 20  # a download of N known bytes may take LOOKUP_TIMEOUT_S + N / 1 MB/s, retries included
 
 
 class RemoteUnavailable(EnvironmentProblem):
@@ -68,6 +70,8 @@ def _is_denied(exc: BaseException) -> bool:
 
 def _brief(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if not text and isinstance(exc, TimeoutError):  # fsspec's FSTimeoutError: a lookup ran out of time
+        text = "no answer in time (the server stalls)"
     return f"{type(exc).__name__}: {text}"[:200]
 
 
@@ -112,6 +116,10 @@ class RemoteStore:
                                             denied=_is_denied(exc)) from None
                 time.sleep(BACKOFF_S * 2 ** attempt)
 
+    def _lookup(self, what: str, fn, *args):
+        """A small metadata call (exists, a manifest), bounded in total time where the backend is async."""
+        return self._call(what, fn, *args, **({"timeout": LOOKUP_TIMEOUT_S} if getattr(self.fs, "async_impl", False) else {}))
+
     # -- paths --------------------------------------------------------------------
     def blob_path(self, digest: str) -> str:
         return f"{self._fs_root()}/cas/{digest[:2]}/{digest}"
@@ -121,7 +129,7 @@ class RemoteStore:
 
     # -- blobs ---------------------------------------------------------------------
     def has_blob(self, digest: str) -> bool:
-        return self._call("checking a blob", self.fs.exists, self.blob_path(digest))
+        return self._lookup("checking a blob", self.fs.exists, self.blob_path(digest))
 
     def missing_blobs(self, digests) -> set:
         """The digests among `digests` the remote lacks (checked concurrently)."""
@@ -159,16 +167,20 @@ class RemoteStore:
             raise CacheCorruption(f"remote cache blob {digest} is corrupt; it was discarded")
         return data
 
-    def download(self, digests, dest_dir, callback=None) -> dict:
+    def download(self, digests, dest_dir, callback=None, nbytes: int | None = None) -> dict:
         """Download blobs into dest_dir concurrently; {digest: local path} for those found (unverified).
 
-        callback: an fsspec Callback that receives the bytes of every file (byte progress)."""
+        callback: an fsspec Callback that receives the bytes of every file (byte progress). nbytes: their
+        total size where known, which bounds the time the batch may take on async backends (a stalled
+        server otherwise costs retries x read_timeout per attempt: many minutes)."""
         digests = sorted(set(digests))
         if not digests:
             return {}
         paths = {d: os.path.join(str(dest_dir), d) for d in digests}
         try:
             extra = {"callback": callback} if callback is not None else {}
+            if nbytes is not None and getattr(self.fs, "async_impl", False):
+                extra["timeout"] = LOOKUP_TIMEOUT_S + nbytes / MIN_RATE_BPS
             self._call("downloading blobs", self.fs.get, [self.blob_path(d) for d in digests], [paths[d] for d in digests], **extra)
             return paths
         except FileNotFoundError:
@@ -210,7 +222,7 @@ class RemoteStore:
     def get_action(self, key: str) -> dict | None:
         """The manifest stored for key, or None (a malformed entry counts as absent)."""
         try:
-            data = self._call("reading the action cache", self.fs.cat_file, self.action_path(key))
+            data = self._lookup("reading the action cache", self.fs.cat_file, self.action_path(key))
         except FileNotFoundError:
             return None
         try:
@@ -222,7 +234,7 @@ class RemoteStore:
         return manifest
 
     def has_action(self, key: str) -> bool:
-        return self._call("checking the action cache", self.fs.exists, self.action_path(key))
+        return self._lookup("checking the action cache", self.fs.exists, self.action_path(key))
 
     def put_action(self, key: str, manifest: dict) -> None:
         """Write the manifest (call only after its blobs are uploaded)."""

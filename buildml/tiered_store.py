@@ -172,7 +172,7 @@ class TieredStore:
 
             sizes = self._sizes(todo)
             progress = self.progress(f"remote cache: {len(todo)} blob{'s' if len(todo) != 1 else ''}", sizes)
-            found = self.remote.download(todo, tmp, fsspec_callback(progress))
+            found = self.remote.download(todo, tmp, fsspec_callback(progress), nbytes=self._known_bytes(todo))
             if progress is not None:
                 progress.finish()
             with ThreadPoolExecutor(ADMIT_THREADS) as pool:  # verify + fsync many small blobs at once
@@ -193,6 +193,12 @@ class TieredStore:
                     sizes[meta["digest"]] = meta.get("size")
         known = [sizes.get(d) for d in digests]
         return sum(known) if all(s is not None for s in known) else None
+
+    def _known_bytes(self, digests) -> int:
+        """Total size of the blobs the pending manifests give a size for (logs have none: they are small)."""
+        with self._lock:
+            sizes = {m["digest"]: m.get("size") or 0 for p in self._pending.values() for m in p.get("outputs", {}).values()}
+        return sum(sizes.get(d, 0) for d in digests)
 
     def _admit(self, digest: str, path: str) -> None:
         """Verify a downloaded blob; store it locally, or report and discard it."""

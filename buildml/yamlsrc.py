@@ -47,6 +47,7 @@ class _Builder:
         self.locations: dict = {}
         self.count = 0
         self.constructor = yaml.constructor.SafeConstructor()
+        self.built: dict = {}  # id(node) -> value: an alias shares what its anchor built, as PyYAML's loader does
 
     def build(self, node, path: tuple):
         self.count += 1
@@ -54,6 +55,12 @@ class _Builder:
             raise LoadError("document is too large or expands too many aliases", location=_loc(self.file, node),
                             hint=f"a BUILD file may hold at most {MAX_NODES} values after alias expansion")
         self.locations.setdefault(path, _loc(self.file, node))
+        if id(node) in self.built:  # rebuilding it per alias costs ~13 us a value: seconds for an alias bomb under the cap
+            return self.built[id(node)]
+        self.built[id(node)] = value = self._build(node, path)
+        return value
+
+    def _build(self, node, path: tuple):
         if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in (_MAP, _SEQ):
             raise LoadError(f"unsupported YAML tag {node.tag!r}", location=_loc(self.file, node),
                             hint="BUILD files hold plain data: strings, numbers, lists and mappings")
@@ -87,6 +94,23 @@ class _Builder:
         return out
 
 
+def _expanded_size(root) -> int:
+    """How many values the builder would make once aliases are expanded, counted without expanding them."""
+    sizes: dict = {}
+
+    def size(node) -> int:
+        if id(node) not in sizes:
+            sizes[id(node)] = 1  # a recursive alias counts once here; the builder reports it
+            if isinstance(node, yaml.MappingNode):
+                children = [value for _, value in node.value]
+            else:
+                children = node.value if isinstance(node, yaml.SequenceNode) else ()
+            sizes[id(node)] = min(1 + sum(size(c) for c in children), MAX_NODES + 1)
+        return sizes[id(node)]
+
+    return size(root)
+
+
 def load_yaml(text: str | bytes, file: str) -> Document:
     """Parse one YAML document safely; raise LoadError with a location for any problem."""
     try:
@@ -104,6 +128,9 @@ def load_yaml(text: str | bytes, file: str) -> Document:
         return Document(file, None, {(): Location(file, 1, 1)})
     builder = _Builder(file)
     try:
+        if _expanded_size(node) > MAX_NODES:  # count first: expanding a "billion laughs" to the cap costs seconds
+            raise LoadError("document is too large or expands too many aliases", location=_loc(file, node),
+                            hint=f"a BUILD file may hold at most {MAX_NODES} values after alias expansion")
         data = builder.build(node, ())
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark

@@ -9,7 +9,7 @@ import time
 
 from . import RunOutcome, RunRequest, mask
 from ..docker_engine import CONTAINER_LABEL, engine_error
-from .docker_copy import HOME, WORKSPACE, copy_config, fetch_outs, send_workspace
+from .docker_copy import HOME, WORKSPACE, copy_config, fetch_outs, give_back, lend, run_user, send_workspace
 from ..errors import EnvironmentProblem
 
 MAX_RO_MOUNTS = 256  # inputs mounted read-only one by one up to this many; beyond, they are made read-only by mode
@@ -37,11 +37,24 @@ class DockerExecutor:
             raise EnvironmentProblem(f"image {ref} of {spec.label} is not in the Docker engine",
                                      hint=f"build it: buildml build {spec.image}")
         start = time.monotonic()
-        container = self._create(request, ref)
+        self._lend(request)
         try:
-            return self._run_created(container, request, start, ref)
+            container = self._create(request, ref)
+            try:
+                return self._run_created(container, request, start, ref)
+            finally:
+                self._remove(container)
         finally:
-            self._remove(container)
+            self._give_back(request)
+
+    def _lend(self, request: RunRequest) -> None:
+        """A root caller's container runs as nobody: let it write the mounted sandbox."""
+        if run_user() != (os.getuid(), os.getgid()) and not self.copy:
+            lend(request.sandbox, *run_user())
+
+    def _give_back(self, request: RunRequest) -> None:
+        if run_user() != (os.getuid(), os.getgid()) and not self.copy:
+            give_back(request.sandbox)
 
     # -- steps -------------------------------------------------------------------------
     def _create(self, request: RunRequest, ref: str):
@@ -64,7 +77,8 @@ class DockerExecutor:
         spec = request.action.spec
         workdir = f"{WORKSPACE}/{spec.workdir}" if spec.workdir else WORKSPACE
         config = dict(
-            command=list(spec.argv), working_dir=workdir, user=f"{os.getuid()}:{os.getgid()}",
+            command=list(spec.argv), working_dir=workdir, user="%d:%d" % run_user(),
+            cap_drop=["ALL"], security_opt=["no-new-privileges"],
             environment=self._env(request, ref), network_disabled=not spec.network,
             labels={CONTAINER_LABEL: self.owner, "buildml.target": str(spec.label), "buildml.key": request.action.key},
             stdin_open=False, tty=False, init=True,
@@ -102,6 +116,7 @@ class DockerExecutor:
         spec = request.action.spec
         timed_out = threading.Event()
         timer = None
+        start_wall = time.time()
         if spec.timeout:
             timer = threading.Timer(spec.timeout, lambda: (timed_out.set(), self._kill(container)))
             timer.daemon = True
@@ -124,7 +139,8 @@ class DockerExecutor:
                 timer.cancel()
         state = container.client.api.inspect_container(container.id)["State"] if not timed_out.is_set() else {}
         detail = f"timed out after {spec.timeout:g}s" if timed_out.is_set() else \
-            ("out of memory (resources.memory)" if state.get("OOMKilled") else "")
+            _death(container, state, code, start_wall, dict(spec.resources)) \
+            if (code > 128 or state.get("OOMKilled")) and not self._cancelled else ""
         return RunOutcome(code if not timed_out.is_set() else -9, time.monotonic() - start, self.name, self.engine.host,
                           timed_out=timed_out.is_set(), detail=detail, extra={"image": ref})
 
@@ -169,6 +185,7 @@ class DockerExecutor:
             raise EnvironmentProblem(f"image {ref} of {spec.label} is not in the Docker engine",
                                      hint=f"build it: buildml build {spec.image}")
         config = {**self._config(request, ref), "command": argv, "tty": tty, "stdin_open": True}
+        self._lend(request)
         container = self.engine.client().containers.create(ref, **config)
         try:
             if self.copy:
@@ -177,6 +194,7 @@ class DockerExecutor:
             return subprocess.call(["docker", "start", "-a", "-i", container.id], env=env)
         finally:
             self._remove(container)
+            self._give_back(request)
 
     def cancel(self) -> None:
         """Ctrl-C: kill and remove every container this process started."""
@@ -218,6 +236,33 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _death(container, state: dict, code: int, since: float, resources: dict) -> str:
+    """Why a container died of a signal: the kernel's OOM killer, a `docker kill` buildml did not send, or the signal."""
+    if state.get("OOMKilled"):
+        return f"out of memory (limit {_megabytes(resources['memory'])})" if resources.get("memory") else "out of memory"
+    try:  # the engine logs every kill request; buildml's own (timeout, Ctrl-C) are excluded by the caller
+        events = container.client.api.events(since=int(since), until=int(time.time()) + 1, decode=True,
+                                             filters={"container": container.id, "event": "kill"})
+        sent = [e.get("Actor", {}).get("Attributes", {}).get("signal", "") for e in events]
+    except Exception:  # an engine without the events API: fall back to the exit code
+        sent = []
+    name = _signal_name(int(sent[-1]) if sent and sent[-1].isdigit() else code - 128)
+    return f"killed from outside ({name}, e.g. `docker kill`)" if sent else f"killed by {name}"
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _megabytes(size: int) -> str:
+    return f"{size // (1 << 20)} MB" if size % (1 << 20) == 0 else f"{size / (1 << 20):.1f} MB"
 
 
 def _image_env(image) -> dict:

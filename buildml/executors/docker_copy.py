@@ -10,6 +10,29 @@ WORKSPACE = "/workspace"  # where the sandbox's workspace view appears in the co
 HOME = "/buildml/home"
 
 
+UNPRIVILEGED = (65534, 65534)  # nobody:nogroup
+
+
+def run_user() -> tuple[int, int]:
+    """The uid:gid a container runs as: the caller's, so outputs are theirs; never root (then nobody's)."""
+    return (os.getuid(), os.getgid()) if os.getuid() != 0 else UNPRIVILEGED
+
+
+def lend(sandbox, uid: int, gid: int) -> None:
+    """Let uid write the sandbox's directories (its input files stay ours and read-only); caller is root."""
+    for top in (sandbox.ws, sandbox.home, sandbox.tmp):
+        for dirpath, _, _ in os.walk(top):
+            os.lchown(dirpath, uid, gid)
+
+
+def give_back(sandbox) -> None:
+    """Everything in the sandbox owned by the caller again (outputs included), after a lend()."""
+    for dirpath, dirnames, filenames in os.walk(sandbox.root):
+        os.lchown(dirpath, os.getuid(), os.getgid())
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), os.getuid(), os.getgid())
+
+
 def copy_config() -> dict:
     """Private HOME and /tmp as tmpfs, since nothing of this machine is mounted."""
     return {"mounts": [], "tmpfs": {HOME: "mode=1777", "/tmp": "mode=1777"}}
@@ -17,7 +40,7 @@ def copy_config() -> dict:
 
 def send_workspace(container, request) -> None:
     """Put the sandbox's workspace at /workspace, owned by the run user, inputs read-only by mode."""
-    uid, gid = os.getuid(), os.getgid()
+    uid, gid = run_user()
     inputs = request.action.inputs
     path = request.sandbox.root / "send.tar"
 
