@@ -268,9 +268,16 @@ class Session:
             self.state.forget_build(str(label))
         self.state.flush()
         self.state.close()
-        if everything:
-            from .store import remove_tree
+        from .store import remove_tree
+        from .sweep import SWEEP_DIR
+        from .workspace import OUT_DIR
 
+        sweep_outputs = self.ws.root / OUT_DIR / SWEEP_DIR  # sweep variants: buildml's own trees
+        if sweep_outputs.is_dir():
+            removed.extend(str(p.relative_to(self.ws.root)) for p in sweep_outputs.rglob("*") if p.is_file())
+        for variants in (sweep_outputs, self.ws.root / STATE_DIR / SWEEP_DIR):
+            remove_tree(variants)  # their results stay in the cache
+        if everything:
             remove_tree(self.ws.root / STATE_DIR)
         return removed
 

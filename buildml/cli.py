@@ -448,8 +448,11 @@ def _transfer(direction, targets, remote_cache):
     finished = session.build(targets, dry_run=True)
     done, missing = transfer(session.store, finished.results, direction)
     click.echo(f"{direction}ed {len(done)} targets")
+    refused = not session.store.remote_ok or session.store.write_denied
+    why = ("the remote cache failed or refused it: see the warning above" if refused
+           else f"not in the {'local' if direction == 'push' else 'remote'} cache")
     for label in missing:
-        click.echo(f"not {direction}ed: {label} (not in the {'local' if direction == 'push' else 'remote'} cache)")
+        click.echo(f"not {direction}ed: {label} ({why})")
     return 0 if not missing and session.store.remote_ok else 1
 
 

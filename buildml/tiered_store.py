@@ -61,6 +61,8 @@ class TieredStore:
         return getattr(self.local, name)
 
     # -- remote health ------------------------------------------------------------
+    write_denied = False  # the remote refused a write (read-only credentials)
+
     @property
     def remote_ok(self) -> bool:
         return not self._down
@@ -69,6 +71,7 @@ class TieredStore:
         message = exc.message if isinstance(exc, RemoteUnavailable) or not exc.hint else f"{exc.message} ({exc.hint})"
         with self._lock:
             if writing and getattr(exc, "denied", False):
+                self.write_denied = True
                 if self.upload:
                     self.upload = False
                     self.warn(f"{message}; results of this build will not be uploaded")

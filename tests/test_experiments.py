@@ -166,6 +166,9 @@ def test_sweep_builds_every_variant_once(repo):
     assert table[0].split()[:5] == ["rank", "variant", "train.C", "train.max_iter", "accuracy"]
     assert [line.split()[1] for line in table[1:5]] == [v["id"] for v in variants]
     assert "outputs of each variant: buildml-out/sweep/<variant>/" in text
+    repo.run("clean", check=0)  # the variants' files go; their results stay in the cache
+    assert not (repo.root / "buildml-out/sweep").exists() and not (repo.root / ".buildml/sweep").exists()
+    assert run_json(repo, *sweep)["executed"] == 0
 
 
 def test_sweep_rejects_bad_input(repo):
