@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 FILES = ["tests/test_crash_safety.py", "tests/test_faults_remote.py", "tests/test_faults_interrupt.py",
          "tests/test_faults_docker.py", "tests/test_load.py", "tests/test_fuzz_loader.py"]
-FULL = {"BUILDML_KILL_TRIALS": "20", "BUILDML_FAULT_TRIALS": "10", "BUILDML_INTERRUPT_TRIALS": "10",
+FULL = {"BUILDML_KILL_TRIALS": "20", "BUILDML_CONCURRENT_TRIALS": "15", "BUILDML_FAULT_TRIALS": "10", "BUILDML_INTERRUPT_TRIALS": "10",
         "BUILDML_DOCKER_FAULT_TRIALS": "10", "BUILDML_LOAD_TARGETS": "10000", "BUILDML_LOAD_UPLOADERS": "50",
         "BUILDML_FUZZ_SECONDS": "600"}
 
