@@ -150,6 +150,7 @@ class Rebuilder:
 def build_record(action: Action, outputs: dict) -> dict:
     """What the state remembers of a successful build, to explain the next one."""
     s = action.spec
+    settings = _settings(action)
     return {
         "key": action.key,
         "argv": list(s.argv),
@@ -160,7 +161,7 @@ def build_record(action: Action, outputs: dict) -> dict:
         "outs": list(s.outs),
         "rule": f"{s.kind}/{s.rule_version}",
         "outputs": outputs,
-        **({"settings": _settings(action)} if _settings(action) else {}),
+        **({"settings": settings} if settings else {}),
     }
 
 
