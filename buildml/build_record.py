@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .events import CACHED, EXECUTED, UP_TO_DATE, BuildFinished, BuildStarted, TargetFinished, TargetStarted
+from .trust import Untrusted, is_digest
 
 RECORD_FILE = "last-build.json"
 SCHEMA = 1
@@ -88,11 +89,17 @@ def read_record(path) -> dict:
     except FileNotFoundError:
         raise UserError("no build has been recorded in this workspace yet",
                         hint="run `buildml build` first, then `buildml report`") from None
-    except ValueError:
+    except (ValueError, RecursionError):
         raise UserError(f"{path} is not a valid build record",
                         hint="run `buildml build` again to rewrite it") from None
-    if record.get("schema") != SCHEMA:
+    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
         raise UserError(f"{path} was written by another buildml version", hint="run `buildml build` again")
+    if not isinstance(record.get("targets"), list) or not all(isinstance(t, dict) for t in record["targets"]):
+        raise UserError(f"{path} is not a valid build record", hint="run `buildml build` again to rewrite it")
+    for t in record["targets"]:
+        if t.get("log_digest") is not None and not is_digest(t["log_digest"]):
+            raise Untrusted(f"{path}: the log of {t.get('label')} has the digest {t['log_digest']!r:.80}, "
+                            "which is not a digest (32 hex characters)", hint="run `buildml build` again to rewrite it")
     return record
 
 

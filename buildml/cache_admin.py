@@ -25,7 +25,7 @@ class VerifyReport:
 def verify_target(store, remote: bool, repair: bool):
     """The store `cache verify` checks: the local one, or (--remote) the remote one, which is never repaired."""
     if not remote:
-        return store
+        return getattr(store, "local", store)
     from .errors import UserError
 
     if not hasattr(store, "remote"):
@@ -36,7 +36,7 @@ def verify_target(store, remote: bool, repair: bool):
 
 
 def verify(store, repair: bool = False) -> VerifyReport:
-    """Re-hash every blob; check every manifest parses and names blobs that exist."""
+    """Re-hash every blob; check every manifest parses, passes validation and names blobs that exist."""
     report = VerifyReport()
     for digest in store.iter_blobs():
         report.blobs += 1
@@ -48,7 +48,9 @@ def verify(store, repair: bool = False) -> VerifyReport:
         report.actions += 1
         manifest = store.get_action(key)
         if manifest is None:
-            report.bad_actions.append((key, "unreadable or mismatched manifest"))
+            reason = getattr(store, "rejected", {}).get(key)
+            why = f"corrupt manifest: {reason}" if reason else "unreadable or mismatched manifest"
+            report.bad_actions.append((key, why))
             continue
         missing = [p for p, m in manifest.get("outputs", {}).items() if not store.has_blob(m["digest"])]
         if missing:

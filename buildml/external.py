@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -56,7 +57,7 @@ def staged_path(url: str) -> str:
     """Where the file at url is placed in the sandbox, workspace-relative."""
     parts = urlsplit(url)
     segments = [s for s in (parts.netloc + "/" + parts.path).split("/") if s not in ("", ".")]
-    if ".." in segments or not segments:
+    if ".." in segments or not segments or "\0" in url:
         raise UserError(f"external dep {url!r} has an unusable path", hint="name a file or a glob, without '..'")
     return "/".join([STAGE_DIR, parts.scheme or "file", *segments])
 
@@ -210,6 +211,11 @@ class ExternalData:
             return self._pin_new(dep)
         if self.check:
             return self._check(dep, locked)
+        for pin in locked:  # --at: the lock is all there is; a pin may name only a file its dep matches
+            if pin.url != dep and not (_GLOB_CHARS & set(dep) and fnmatchcase(pin.url, dep)):
+                raise UserError(f"{LOCK_FILE} pins {pin.url} for the external dep {dep}, which does not match it",
+                                hint="a lock file from a branch or a PR is untrusted input; "
+                                     "regenerate it with `buildml lock`")
         if not self.dry_run:
             for pin in locked:
                 self._ensure_blob(pin)

@@ -22,6 +22,7 @@ and the other part is kept as it is.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +30,13 @@ from pathlib import Path
 import yaml
 
 from .errors import LoadError, Location
+from .trust import is_digest
 
 LOCK_FILE = "buildml.lock"
 VERSION = 1
 HEADER = "# Pinned external data: written by `buildml lock` and `buildml build --update-lock`. Commit this file.\n"
+IMAGE_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+REGENERATE = "regenerate it with `buildml lock` (a lock file from a branch or a PR is untrusted input)"
 
 
 @dataclass(frozen=True)
@@ -48,46 +52,78 @@ class Pin:
         return {"url": self.url, "size": self.size, "digest": self.digest, **dict(self.identity)}
 
 
-def _pin(raw, where: Location) -> Pin:
+def _pin(raw, where) -> Pin:
+    """One pin, every field checked; where(*fields) is the Location of that part of the pin."""
     if not isinstance(raw, dict) or not {"url", "size", "digest"} <= set(raw):
-        raise LoadError("every pin needs url, size and digest", location=where,
-                        hint="regenerate the file with `buildml lock`")
+        raise LoadError("every pin needs url, size and digest", location=where(), hint=REGENERATE)
+    if not isinstance(raw["url"], str) or "\0" in raw["url"]:
+        raise LoadError(f"{_show(raw['url'])} is not a URL", location=where("url"), field="url",
+                        hint=REGENERATE)
+    if type(raw["size"]) is not int or raw["size"] < 0:
+        raise LoadError(f"the pin of {_show(raw['url'])} has size {_show(raw['size'])}, which is not an integer >= 0",
+                        location=where("size"), field="size", hint=REGENERATE)
+    if not is_digest(raw["digest"]):
+        raise LoadError(f"the pin of {_show(raw['url'])} has digest {_show(raw['digest'])}, which is not a "
+                        "content digest (32 hex characters)", location=where("digest"), field="digest", hint=REGENERATE)
     identity = tuple(sorted((str(k), str(v)) for k, v in raw.items() if k not in ("url", "size", "digest")))
-    return Pin(str(raw["url"]), int(raw["size"]), str(raw["digest"]), identity)
+    return Pin(raw["url"], raw["size"], raw["digest"], identity)
+
+
+def _load(path: Path):
+    """The lock file as a yamlsrc Document (values with their locations), or None when there is no file."""
+    from .yamlsrc import load_yaml
+
+    try:
+        text = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise LoadError(f"cannot read {LOCK_FILE}: {exc.strerror}", location=Location(str(path))) from None
+    try:
+        return load_yaml(text, str(path))
+    except LoadError as exc:
+        raise LoadError(f"{LOCK_FILE} is not valid YAML: {exc.message}", location=exc.location,
+                        hint="resolve merge conflicts, or regenerate it with `buildml lock`") from None
 
 
 def read_lock(path: Path) -> dict[str, tuple[Pin, ...]]:
     """{dep: pins} from the lock file; an absent file is an empty lock."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
+    doc = _load(path)
+    if doc is None:
         return {}
-    where = Location(str(path))
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise LoadError(f"{LOCK_FILE} is not valid YAML: {exc}", location=where,
-                        hint="resolve merge conflicts, or regenerate it with `buildml lock`") from None
-    if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("deps", {}), dict):
-        raise LoadError(f"{LOCK_FILE} has an unknown format (expected version: {VERSION} and deps:)", location=where,
-                        hint="regenerate it with `buildml lock`")
-    return {str(dep): tuple(_pin(p, where) for p in pins or ()) for dep, pins in (data.get("deps") or {}).items()}
+    data = doc.data or {}
+    if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("deps") or {}, dict):
+        raise LoadError(f"{LOCK_FILE} has an unknown format (expected version: {VERSION} and deps:)",
+                        location=doc.where(()), hint="regenerate it with `buildml lock`")
+    lock = {}
+    for dep, pins in (data.get("deps") or {}).items():
+        if not isinstance(pins, list):
+            raise LoadError(f"the pins of {dep} are not a list", location=doc.where(("deps", dep)), hint=REGENERATE)
+        lock[str(dep)] = tuple(_pin(p, lambda *f, i=i: doc.where(("deps", dep, i, *f))) for i, p in enumerate(pins))
+    return lock
 
 
 def read_images(path: Path) -> dict[str, str]:
     """{FROM reference: registry digest} from the lock file's images: section."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
+    doc = _load(path)
+    if doc is None:
         return {}
-    except yaml.YAMLError as exc:
-        raise LoadError(f"{LOCK_FILE} is not valid YAML: {exc}", location=Location(str(path)),
-                        hint="resolve merge conflicts, or regenerate it with `buildml lock`") from None
-    images = data.get("images") or {} if isinstance(data, dict) else None
-    if not isinstance(images, dict) or not all(isinstance(v, str) and v.startswith("sha256:") for v in images.values()):
+    data = doc.data or {}
+    images = (data.get("images") or {}) if isinstance(data, dict) else None
+    if not isinstance(images, dict):
         raise LoadError(f"{LOCK_FILE}: images must map each FROM reference to a sha256: digest",
-                        location=Location(str(path)), hint="regenerate it with `buildml lock`")
+                        location=doc.where(("images",)), hint="regenerate it with `buildml lock`")
+    for ref, digest in images.items():
+        if not isinstance(digest, str) or not IMAGE_DIGEST.fullmatch(digest):
+            raise LoadError(f"{LOCK_FILE}: the digest of {ref} ({_show(digest)}) is not a sha256: digest",
+                            location=doc.where(("images", ref)), field=f"images.{ref}",
+                            hint="regenerate it with `buildml lock`")
     return {str(ref): digest for ref, digest in images.items()}
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def render_lock(pins: dict[str, tuple[Pin, ...]], images: dict[str, str] | None = None) -> str:

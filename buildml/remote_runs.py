@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .errors import BuildmlError, USER
+from .trust import is_digest
 
 RECORD_FILE = "remote-runs.json"
 DETACHED = "detached"  # Result status of an action handed to a remote executor and not awaited (--detach)
@@ -42,12 +43,21 @@ def _lock(state_dir):
 
 
 def load(state_dir) -> dict:
-    """{action key: record} (empty when there is no file or it is unreadable)."""
+    """{action key: record} (empty when there is no file or it is unreadable); malformed records are left out."""
     try:
         data = json.loads(_path(state_dir).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    return {key: record for key, record in data.items() if is_digest(key) and _well_formed(record)}
+
+
+def _well_formed(record) -> bool:
+    """A record as remember() writes it: text where `buildml status` shows or connects, a number for the time."""
+    text = ("label", "executor", "address", "actor", "namespace")
+    return isinstance(record, dict) and all(isinstance(record.get(f), (str, type(None))) for f in text) and \
+        isinstance(record.get("submitted", 0), (int, float)) and not isinstance(record.get("submitted"), bool)
 
 
 def _save(state_dir, records: dict) -> None:

@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .errors import CacheCorruption, EnvironmentProblem
 from .hashing import digest_bytes, digest_file
-from .store import BlobMissing
+from .store import BlobMissing, reject
+from .trust import Untrusted, check_digest, is_digest, validate_manifest
 
 ATTEMPTS = 3
 BACKOFF_S = 0.3
@@ -80,9 +81,11 @@ class RemoteStore:
 
     name = "remote"
 
-    def __init__(self, url: str, storage_options: dict | None = None):
+    def __init__(self, url: str, storage_options: dict | None = None, warn=None):
         self.url = url
         self.storage_options = dict(storage_options or {})
+        self.warn = warn  # message -> None: where a rejected entry is reported (once per key)
+        self.rejected: dict = {}  # key -> why its manifest was rejected as corrupt
         self._fs = None
         self._root = ""
         self._lock = threading.Lock()
@@ -122,9 +125,12 @@ class RemoteStore:
 
     # -- paths --------------------------------------------------------------------
     def blob_path(self, digest: str) -> str:
+        """The object key of digest's blob; Untrusted unless digest is a well-formed digest."""
+        check_digest(digest, "blob digest")
         return f"{self._fs_root()}/cas/{digest[:2]}/{digest}"
 
     def action_path(self, key: str) -> str:
+        check_digest(key, "action key")
         return f"{self._fs_root()}/ac/{key[:2]}/{key}"
 
     # -- blobs ---------------------------------------------------------------------
@@ -168,7 +174,8 @@ class RemoteStore:
         return data
 
     def download(self, digests, dest_dir, callback=None, nbytes: int | None = None) -> dict:
-        """Download blobs into dest_dir concurrently; {digest: local path} for those found (unverified).
+        """Download blobs into dest_dir concurrently; {digest: local path} for those found (unverified). The local
+        paths are dest_dir/<digest>, built here from checked digests only: fsspec does not contain explicit lists.
 
         callback: an fsspec Callback that receives the bytes of every file (byte progress). nbytes: their
         total size where known, which bounds the time the batch may take on async backends (a stalled
@@ -176,7 +183,7 @@ class RemoteStore:
         digests = sorted(set(digests))
         if not digests:
             return {}
-        paths = {d: os.path.join(str(dest_dir), d) for d in digests}
+        paths = {d: os.path.join(str(dest_dir), check_digest(d, "blob digest")) for d in digests}
         try:
             extra = {"callback": callback} if callback is not None else {}
             if nbytes is not None and getattr(self.fs, "async_impl", False):
@@ -226,12 +233,12 @@ class RemoteStore:
         except FileNotFoundError:
             return None
         try:
-            manifest = json.loads(data)
-        except ValueError:
+            return validate_manifest(json.loads(data), key)
+        except (ValueError, RecursionError):
             return None
-        if not isinstance(manifest, dict) or manifest.get("key") != key:
+        except Untrusted as exc:
+            reject(self, key, exc)
             return None
-        return manifest
 
     def has_action(self, key: str) -> bool:
         return self._lookup("checking the action cache", self.fs.exists, self.action_path(key))
@@ -258,7 +265,9 @@ class RemoteStore:
         except FileNotFoundError:
             return
         for path in sorted(found):
-            yield path.rsplit("/", 1)[-1]
+            parts = path.rsplit("/", 2)  # a listing is untrusted: only names a key can be built from
+            if len(parts) == 3 and is_digest(parts[2]) and parts[1] == parts[2][:2]:
+                yield parts[2]
 
     def _upload(self, lpaths: list, rpaths: list, create: bool) -> None:
         if self.local:

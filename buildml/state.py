@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .errors import EnvironmentProblem
+from .trust import Untrusted, check_digest, is_digest, relpath_problem, validate_outputs
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INT, mtime_ns INT, ctime_ns INT, ino INT, digest TEXT);
@@ -72,7 +73,7 @@ class State:
             with self._lock:
                 if self._files is None:
                     rows = self._conn().execute("SELECT path, size, mtime_ns, ctime_ns, ino, digest FROM files")
-                    self._files = {r[0]: r[1:] for r in rows}
+                    self._files = {r[0]: r[1:] for r in rows if is_digest(r[5])}  # else: hashed again
         return self._files.get(path)
 
     def record_file(self, path: str, entry: tuple) -> None:
@@ -97,7 +98,7 @@ class State:
             return None
         record = row[1]
         if isinstance(record, str):
-            record = json.loads(record)
+            record = _checked_record(record)
             self._builds[label] = (row[0], record)
         return record
 
@@ -119,8 +120,14 @@ class State:
             self._meta_dirty[f"log:{label}"] = digest
 
     def last_log(self, label: str) -> str | None:
+        """The log digest of label's last run, or None; Untrusted when the recorded value is not a digest."""
         row = self._conn().execute("SELECT value FROM meta WHERE name = ?", (f"log:{label}",)).fetchone()
-        return self._meta_dirty.get(f"log:{label}") or (row[0] if row else None)
+        digest = self._meta_dirty.get(f"log:{label}") or (row[0] if row else None)
+        if digest is not None and not is_digest(digest):
+            raise Untrusted(f"{self.directory / 'state.db'}: the log recorded for {label} has the digest "
+                            f"{digest!r:.80}, which is not a digest (32 hex characters)",
+                            hint=f"build {label} again to record its log")
+        return digest
 
     # -- materialized outputs ------------------------------------------------
     def output_digest(self, path: str) -> str | None:
@@ -128,7 +135,8 @@ class State:
         if self._outputs is None:
             with self._lock:
                 if self._outputs is None:
-                    self._outputs = dict(self._conn().execute("SELECT path, digest FROM outputs"))
+                    rows = self._conn().execute("SELECT path, digest FROM outputs")
+                    self._outputs = {p: d for p, d in rows if is_digest(d) and not relpath_problem(p)}  # else: not ours
         return self._outputs.get(path)
 
     def record_output(self, path: str, digest: str | None) -> None:
@@ -173,6 +181,22 @@ class State:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+def _checked_record(text: str) -> dict | None:
+    """A last-build record from the db, or None (never built) when it is not one buildml wrote."""
+    try:
+        record = json.loads(text)
+        if not isinstance(record, dict):
+            return None
+        check_digest(record.get("key"), "key")
+        validate_outputs(record.get("outputs"))
+        manifest = record.get("manifest", {})
+        if not isinstance(manifest, dict) or manifest.get("log") is not None and not is_digest(manifest["log"]):
+            return None
+    except (ValueError, RecursionError, Untrusted):
+        return None
+    return record
 
 
 def remove_state(directory: Path) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .errors import CacheCorruption, EnvironmentProblem
 from .hashing import CHUNK, copy_and_digest, digest_bytes, digest_file, fsync_dir
+from .trust import Untrusted, check_digest, is_digest, validate_manifest
 
 
 class BlobMissing(Exception):
@@ -35,8 +36,10 @@ class LocalStore:
 
     name = "local"
 
-    def __init__(self, root):
+    def __init__(self, root, warn=None):
         self.root = Path(root)
+        self.warn = warn  # message -> None: where a rejected entry is reported (once per key)
+        self.rejected: dict = {}  # key -> why its manifest was rejected as corrupt
         for sub in ("cas", "ac", "tmp", "locks"):
             try:
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -46,29 +49,62 @@ class LocalStore:
 
     # -- paths ---------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
+        """Where the blob of digest lives; Untrusted unless digest is a well-formed digest."""
+        check_digest(digest, "blob digest")
         return self.root / "cas" / digest[:2] / digest
 
     def action_path(self, key: str) -> Path:
+        check_digest(key, "action key")
         return self.root / "ac" / key[:2] / key
 
     def lock_path(self, key: str) -> Path:
+        check_digest(key, "action key")
         return self.root / "locks" / f"{key}.lock"
 
     def tempdir(self, prefix: str) -> Path:
-        """A private directory on the store's file system (so outputs can be renamed in)."""
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.root / "tmp"))
+        """A private directory on the store's file system (so outputs can be renamed in), named with this process's
+        owner id so a later build can tell a killed build's leftover from a live one (buildml/leftovers.py)."""
+        from .leftovers import owner
+
+        return Path(tempfile.mkdtemp(prefix=f"{prefix}{owner(self.root / 'tmp').id}-", dir=self.root / "tmp"))
 
     # -- blobs ---------------------------------------------------------------
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).exists()
 
-    def put_file(self, src, digest: str, move: bool = False) -> None:
-        """Store the file at src under digest (its content digest, computed by the caller)."""
+    def put_file(self, src, digest: str | None = None, move: bool = False) -> str:
+        """Store a file under its content digest; return the digest.
+
+        Without digest, src (a path, or an fd read from its start and left open) is cloned (FICLONE) or copied
+        into a private file and digested from that same pass, so the blob holds exactly the bytes digested and a
+        process still holding src open cannot change it. With digest (computed by the caller) src is copied and
+        checked, or with move=True renamed in: only for files nothing else can hold (buildml's own downloads and
+        logs, the outputs of a removed container).
+        """
+        if digest is None:
+            tmp = None
+            try:
+                out, tmp = tempfile.mkstemp(dir=self.root / "tmp", prefix="w-")
+                try:
+                    digest = _clone_or_copy(src, out, tmp)
+                finally:
+                    os.close(out)
+                final = self.blob_path(digest)
+                if final.exists():
+                    os.unlink(tmp)
+                    return digest
+                final.parent.mkdir(exist_ok=True)
+                self._commit_tmp(tmp, final, mode=0o444)
+                return digest
+            except OSError as exc:
+                if tmp is not None:
+                    _silent_unlink(tmp)
+                raise disk_error(exc, "storing an output in the cache") from None
         final = self.blob_path(digest)
         if final.exists():
             if move:
                 os.unlink(src)
-            return
+            return digest
         final.parent.mkdir(exist_ok=True)
         try:
             if move:
@@ -77,7 +113,7 @@ class LocalStore:
                 try:
                     os.rename(src, final)
                     fsync_dir(final.parent)
-                    return
+                    return digest
                 except OSError as exc:
                     if exc.errno != errno.EXDEV:
                         raise
@@ -91,6 +127,7 @@ class LocalStore:
                 os.unlink(src)
         except OSError as exc:
             raise disk_error(exc, "storing an output in the cache") from None
+        return digest
 
     def put_bytes(self, data: bytes) -> str:
         digest = digest_bytes(data)
@@ -117,13 +154,14 @@ class LocalStore:
         return data
 
     def fetch_to(self, digest: str, dest) -> None:
-        """Copy a blob to dest (atomically, verified)."""
+        """Copy a blob to dest (atomically, verified) through a temp beside it whose name buildml recognises
+        (a concurrent build never displaces it; a killed build's is swept: buildml/leftovers.py)."""
+        from .leftovers import owner
+
         src = self.blob_path(digest)
         dest = Path(dest)
-        tmp = dest.parent / f".{dest.name}.buildml-tmp-{os.getpid()}"
+        tmp = Path(owner(self.root / "tmp").temp_name(dest))
         try:
-            if tmp.exists():
-                tmp.unlink()
             got = copy_and_digest(src, tmp)
         except FileNotFoundError:
             if not src.exists():
@@ -136,7 +174,11 @@ class LocalStore:
             _silent_unlink(tmp)
             self._quarantine(digest)
             raise CacheCorruption(f"cache blob {digest} is corrupt and was removed", hint="rebuild to recreate it")
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError as exc:
+            _silent_unlink(tmp)
+            raise disk_error(exc, f"writing {dest}") from None
 
     def verify_blob(self, digest: str) -> bool:
         try:
@@ -149,19 +191,19 @@ class LocalStore:
 
     # -- action cache ----------------------------------------------------------
     def get_action(self, key: str) -> dict | None:
-        """The result manifest stored for key, or None (a malformed entry counts as absent)."""
+        """The result manifest stored for key, or None: a malformed entry counts as absent and is reported once."""
         try:
             data = self.action_path(key).read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
         try:
-            manifest = json.loads(data)
-        except ValueError:
+            return validate_manifest(json.loads(data), key)
+        except (ValueError, RecursionError):
             _silent_unlink(self.action_path(key))
             return None
-        if not isinstance(manifest, dict) or manifest.get("key") != key:
+        except Untrusted as exc:
+            reject(self, key, exc)
             return None
-        return manifest
 
     def has_action(self, key: str) -> bool:
         return self.action_path(key).exists()
@@ -178,14 +220,12 @@ class LocalStore:
             raise disk_error(exc, "writing an action-cache entry") from None
 
     def iter_actions(self):
-        for sub in sorted((self.root / "ac").iterdir()):
-            for entry in sub.iterdir():
-                yield entry.name
+        """The keys of the action cache (names that are not digests are never listed)."""
+        yield from _names(self.root / "ac")
 
     def iter_blobs(self):
-        for sub in sorted((self.root / "cas").iterdir()):
-            for entry in sub.iterdir():
-                yield entry.name
+        """The digests of the blobs (names that are not digests are never listed)."""
+        yield from _names(self.root / "cas")
 
     # -- helpers ----------------------------------------------------------------
     def _tmp_name(self) -> str:
@@ -201,10 +241,56 @@ class LocalStore:
         fsync_dir(final.parent)
 
 
+def _names(top: Path):
+    for sub in sorted(top.iterdir()):
+        if sub.is_dir() and not sub.is_symlink():
+            yield from sorted(e.name for e in sub.iterdir() if is_digest(e.name) and e.name[:2] == sub.name)
+
+
+def reject(store, key: str, exc: Untrusted) -> None:
+    """Count a manifest that failed validation and report it once; it is never acted on (nor deleted here)."""
+    first = store.rejected.setdefault(key, exc.message) is exc.message  # atomic: one thread of several warns
+    if first and store.warn is not None:
+        store.warn(f"{store.name} cache entry {key} is corrupt and was ignored: {exc.message}")
+
+
 def _fsync_file(path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+FICLONE = 0x40049409  # linux/fs.h: the new file shares src's extents (btrfs, XFS); EOPNOTSUPP, EXDEV, EINVAL elsewhere
+
+
+def _clone_or_copy(src, out: int, dst: str) -> str:
+    """Clone (or else copy) src, a path or an fd, into dst, the new empty file open as out; return the digest of the
+    bytes dst holds: a clone is a snapshot only buildml holds, read back; a copy is digested as it is written."""
+    import fcntl
+
+    import xxhash
+
+    fd = os.dup(src) if isinstance(src, int) else os.open(src, os.O_RDONLY)
+    try:
+        try:
+            fcntl.ioctl(out, FICLONE, fd)
+        except OSError:
+            pass
+        else:
+            return digest_file(dst)
+        h = xxhash.xxh3_128()
+        buf = bytearray(min(CHUNK, max(os.fstat(fd).st_size + 1, 1 << 16)))  # small files: no 1 MiB buffer
+        view = memoryview(buf)
+        offset = 0
+        while n := os.preadv(fd, [buf], offset):
+            h.update(view[:n])
+            done = 0
+            while done < n:
+                done += os.write(out, view[done:n])
+            offset += n
+        return h.hexdigest()
     finally:
         os.close(fd)
 
@@ -217,11 +303,18 @@ def _silent_unlink(path) -> None:
 
 
 def remove_tree(path) -> None:
-    """Remove a directory tree even if it holds read-only files."""
-    def onerror(func, p, _exc):
+    """Remove a directory tree even if it holds read-only files. No symlink is followed: a link at path is left
+    alone (it is not buildml's tree), links inside are removed as links, and no mode is changed through one."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        return
+
+    def onerror(func, p, exc):
+        if isinstance(exc[1], FileNotFoundError):
+            return
         try:
-            os.chmod(os.path.dirname(p), 0o755)
-            os.chmod(p, 0o755)
+            for d in (os.path.dirname(p), p):
+                if not os.path.islink(d):
+                    os.chmod(d, 0o755)
             func(p)
         except OSError:
             pass

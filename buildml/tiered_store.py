@@ -28,12 +28,14 @@ def remote_url(settings, options) -> str | None:
 
 def open_store(local, settings, options, warn, progress=None):
     """The local store alone, or tiered over the configured remote. progress(what, total) -> Progress or None."""
+    if getattr(local, "warn", None) is None:
+        local.warn = warn  # a rejected (corrupt) local entry is reported here
     url = remote_url(settings, options)
     if not url:
         return local
     upload = getattr(options, "remote_upload", None)
     upload = settings.remote_upload if upload is None else upload
-    return TieredStore(local, RemoteStore(url, settings.storage_options), upload, warn, progress)
+    return TieredStore(local, RemoteStore(url, settings.storage_options, warn), upload, warn, progress)
 
 
 def _blobs_of(manifest: dict) -> list:
@@ -48,6 +50,8 @@ class TieredStore:
 
     def __init__(self, local, remote: RemoteStore, upload: bool = True, warn=lambda message: None, progress=None):
         self.local, self.remote, self.upload, self.warn = local, remote, upload, warn
+        if getattr(remote, "warn", None) is None:
+            remote.warn = warn  # a rejected (corrupt) remote entry is reported once, as a warning
         self.progress = progress or (lambda what, total: None)
         self._lock = threading.Lock()
         self._down = False  # the remote failed once: local only from now on

@@ -28,6 +28,9 @@ def _file(tmp_path, name: str, data: bytes):
     return path, digest_bytes(data)
 
 
+K, K1, K2, K3, K4 = ("%02x" % i * 16 for i in range(5))  # action keys are digests: anything else is refused
+
+
 def _manifest(key: str, **outputs) -> dict:
     return {"key": key, "exit_code": 0, "outputs": {p: {"digest": d, "size": 1, "exec": False} for p, d in outputs.items()}}
 
@@ -57,27 +60,27 @@ def test_corrupt_remote_blob_is_refused(tmp_path, remote):
 
 def test_manifest_put_if_absent_and_malformed_entries(remote):
     """The first manifest for a key wins (conditional put); private keys are never stored; junk reads as a miss."""
-    remote.put_action("k1", {"key": "k1", "who": "first", "_source": "remote"})
-    remote.put_action("k1", {"key": "k1", "who": "second"})
-    assert remote.get_action("k1") == {"key": "k1", "who": "first"}
-    remote.fs.pipe(remote.action_path("k2"), b"{not json")
-    remote.fs.pipe(remote.action_path("k3"), b'{"key": "other"}')
-    assert remote.get_action("k2") is None and remote.get_action("k3") is None and remote.get_action("k4") is None
+    remote.put_action(K1, {**_manifest(K1), "who": "first", "_source": "remote"})
+    remote.put_action(K1, {**_manifest(K1), "who": "second"})
+    assert remote.get_action(K1) == {**_manifest(K1), "who": "first"}
+    remote.fs.pipe(remote.action_path(K2), b"{not json")
+    remote.fs.pipe(remote.action_path(K3), b'{"key": "other"}')
+    assert remote.get_action(K2) is None and remote.get_action(K3) is None and remote.get_action(K4) is None
 
 
 def test_remote_hit_fills_the_local_store(tmp_path, remote):
     """A remote entry restores through the tiered store and lands, blobs and manifest, in the local store."""
     path, digest = _file(tmp_path, "out", b"model bytes")
     remote.put_file(path, digest)
-    remote.put_action("k", _manifest("k", **{"m.bin": digest}))
+    remote.put_action(K, _manifest(K, **{"m.bin": digest}))
     local = LocalStore(tmp_path / "local")
     tiered = TieredStore(local, remote)
-    found = tiered.get_action("k")
-    assert found["_source"] == "remote" and local.get_action("k") is None
+    found = tiered.get_action(K)
+    assert found["_source"] == "remote" and local.get_action(K) is None
     tiered.fetch_to(digest, tmp_path / "m.bin")
     assert (tmp_path / "m.bin").read_bytes() == b"model bytes"
-    assert local.has_blob(digest) and local.get_action("k") == _manifest("k", **{"m.bin": digest})
-    assert tiered.get_action("k").get("_source") is None
+    assert local.has_blob(digest) and local.get_action(K) == _manifest(K, **{"m.bin": digest})
+    assert tiered.get_action(K).get("_source") is None
 
 
 def test_upload_skips_blobs_already_remote_and_repairs_corrupt_ones(tmp_path, remote):
@@ -88,17 +91,17 @@ def test_upload_skips_blobs_already_remote_and_repairs_corrupt_ones(tmp_path, re
     path, digest = _file(tmp_path, "out", b"the real output")
     local.put_file(path, digest)
     remote.fs.pipe(remote.blob_path(digest), b"stand-in")
-    tiered.put_action("k", _manifest("k", **{"o": digest}))
+    tiered.put_action(K, _manifest(K, **{"o": digest}))
     assert remote.fs.cat(remote.blob_path(digest)) == b"stand-in"  # not re-uploaded
 
     fresh = TieredStore(LocalStore(tmp_path / "fresh"), remote, warn=warned.append)
-    assert fresh.get_action("k") is not None
+    assert fresh.get_action(K) is not None
     with pytest.raises(CacheCorruption):
         fresh.fetch_to(digest, tmp_path / "o")
     assert not (tmp_path / "o").exists() and not fresh.local.has_blob(digest)
-    assert fresh.get_action("k") is None and len(warned) == 1 and "corrupt" in warned[0]
+    assert fresh.get_action(K) is None and len(warned) == 1 and "corrupt" in warned[0]
     fresh.local.put_file(path, digest)
-    fresh.put_action("k2", _manifest("k2", **{"o": digest}))
+    fresh.put_action(K2, _manifest(K2, **{"o": digest}))
     assert remote.fs.cat(remote.blob_path(digest)) == b"the real output"
 
 
@@ -115,12 +118,12 @@ def test_entry_with_a_missing_blob_is_not_offered_again(tmp_path, remote):
     """A remote manifest whose blob vanished gives BlobMissing once, then counts as a miss."""
     from buildml.store import BlobMissing
 
-    remote.put_action("k", _manifest("k", **{"gone.bin": "ab" * 16}))
+    remote.put_action(K, _manifest(K, **{"gone.bin": "ab" * 16}))
     tiered = TieredStore(LocalStore(tmp_path / "local"), remote)
-    assert tiered.get_action("k") is not None and tiered.has_blob("ab" * 16)
+    assert tiered.get_action(K) is not None and tiered.has_blob("ab" * 16)
     with pytest.raises(BlobMissing):
         tiered.fetch_to("ab" * 16, tmp_path / "gone.bin")
-    assert tiered.get_action("k") is None and not tiered.has_blob("ab" * 16) and tiered.remote_ok
+    assert tiered.get_action(K) is None and not tiered.has_blob("ab" * 16) and tiered.remote_ok
 
 
 def test_outage_warns_once_across_threads(tmp_path, monkeypatch):
@@ -132,7 +135,7 @@ def test_outage_warns_once_across_threads(tmp_path, monkeypatch):
     warned = []
     tiered = TieredStore(LocalStore(tmp_path / "local"), RemoteStore("s3://gone/cache"), warn=warned.append)
     with ThreadPoolExecutor(16) as pool:
-        found = list(pool.map(tiered.get_action, [f"key{i}" for i in range(16)]))
+        found = list(pool.map(tiered.get_action, ["%032x" % i for i in range(16)]))
     assert found == [None] * 16 and len(warned) == 1 and not tiered.remote_ok
 
 
@@ -141,6 +144,6 @@ def test_file_url_store_writes_atomically(tmp_path):
     remote = RemoteStore(f"file://{tmp_path / 'shared'}")
     path, digest = _file(tmp_path, "f", b"abc")
     remote.put_file(path, digest)
-    remote.put_action("k", {"key": "k"})
+    remote.put_action(K, {"key": K})
     names = sorted(p.name for p in (tmp_path / "shared").rglob("*") if p.is_file())
-    assert names == sorted([digest, "k"]) and remote.read_bytes(digest) == b"abc"
+    assert names == sorted([digest, K]) and remote.read_bytes(digest) == b"abc"

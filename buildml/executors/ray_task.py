@@ -62,15 +62,23 @@ def record_path(root: str, key: str) -> str:
 
 
 def read_record(store, key: str) -> dict | None:
-    """The result record of a run of key, or None."""
+    """The result record of a run of key, or None (also when it is malformed: the remote cache is untrusted)."""
     from ..remote_store import open_fs
+    from ..trust import Untrusted, check_digest, validate_outputs, validate_relpaths
 
     fs, root = open_fs(store.url, store.storage_options)
     try:
-        return json.loads(fs.cat_file(record_path(root, key)))
+        record = json.loads(fs.cat_file(record_path(root, check_digest(key, "action key"))))
+        if not isinstance(record, dict):
+            return None
+        validate_outputs(record.get("outputs", {}), "run record outputs")
+        validate_relpaths(record.get("dirs", []), "run record dirs")
+        if record.get("log") is not None:
+            check_digest(record["log"], "run record log")
+        return record
     except FileNotFoundError:
         return None
-    except ValueError:
+    except (ValueError, RecursionError, Untrusted):
         return None
 
 
@@ -313,9 +321,11 @@ def _nvidia_runtime(engine) -> bool:
 
 
 def _execute(executor, action, sandbox, env, masks, log_path, on_line) -> dict:
+    from ..runner import screened
     from . import RunRequest
 
     outcome = executor.run(RunRequest(action, sandbox, env, log_path, on_line, masks))
+    outcome = screened(outcome, sandbox, action.spec, {n: env[n] for n in action.spec.secrets if n in env}, log_path)
     return {"exit_code": outcome.exit_code, "duration": outcome.duration, "timed_out": outcome.timed_out,
             "detail": outcome.detail, "extra": outcome.extra, "node": where(), "finished": time.time()}
 
