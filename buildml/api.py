@@ -186,7 +186,12 @@ class Session:
         self._check_overrides()
         scheduler = self._scheduler(dry_run)
         try:
-            with cache_lock(getattr(self.store, "local", self.store)):
+            local = getattr(self.store, "local", self.store)
+            if not dry_run:
+                from .leftovers import sweep
+
+                sweep(local.root / "tmp", lambda: cache_lock(local, exclusive=True))  # what killed builds left
+            with cache_lock(local):
                 finished = scheduler.build(labels)
             if not dry_run:
                 record_build(self.store, finished)
@@ -249,37 +254,37 @@ class Session:
         return sorted(found)
 
     def log(self, pattern: str) -> bytes:
+        """The log of the last run of the target; its digest comes from the state and is checked there."""
+        from .errors import EnvironmentProblem
+        from .store import BlobMissing
+
         label = self.select([pattern])[0]
         digest = self.state.last_log(str(label))
         if digest is None:
             raise UserError(f"{label} has no recorded log", hint=f"build it first: buildml build {label}")
-        return self.store.read_bytes(digest)
+        try:
+            return self.store.read_bytes(digest)
+        except BlobMissing:
+            raise EnvironmentProblem(f"the log of {label}'s last run ({digest[:12]}) is not in the cache "
+                                     f"{getattr(self.store, 'local', self.store).root}",
+                                     hint="it was removed by `buildml cache gc`, or BUILDML_CACHE_DIR changed; "
+                                          "it comes back when the target runs again") from None
 
-    def clean(self, everything: bool = False) -> list[str]:
-        """Remove outputs buildml materialized in the workspace (and, with everything, the workspace state)."""
-        removed = []
-        for path in sorted(self.state.all_outputs()):
-            full = self.ws.root / path
-            if full.is_file():
-                full.unlink()
-                removed.append(path)
-            self.state.record_output(path, None)
-        for label in list(self.graph.specs):
+    def clean(self, everything: bool = False, displaced: bool = False):
+        """Remove the outputs buildml wrote that are still as it wrote them (and, with everything, the workspace
+        state but .buildml/displaced/; with displaced, that too). A Cleaned says what went and what stayed."""
+        from .clean import Cleaned, clean_state_dir, remove_outputs, remove_variant_trees
+
+        labels = list(self.graph.specs)  # a workspace that does not load is an error before anything is touched
+        cleaned = Cleaned()
+        remove_outputs(self.ws.root, self.state, Hasher(self.state), cleaned)
+        for label in labels:
             self.state.forget_build(str(label))
         self.state.flush()
         self.state.close()
-        from .store import remove_tree
-        from .sweep import SWEEP_DIR
-        from .workspace import OUT_DIR
-
-        sweep_outputs = self.ws.root / OUT_DIR / SWEEP_DIR  # sweep variants: buildml's own trees
-        if sweep_outputs.is_dir():
-            removed.extend(str(p.relative_to(self.ws.root)) for p in sweep_outputs.rglob("*") if p.is_file())
-        for variants in (sweep_outputs, self.ws.root / STATE_DIR / SWEEP_DIR):
-            remove_tree(variants)  # their results stay in the cache
-        if everything:
-            remove_tree(self.ws.root / STATE_DIR)
-        return removed
+        remove_variant_trees(self.ws.root, cleaned)
+        clean_state_dir(self.ws.root / STATE_DIR, everything, displaced, cleaned)
+        return cleaned
 
 
 def git_provenance(root) -> dict:

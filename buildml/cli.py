@@ -375,11 +375,26 @@ def log(target):
 
 
 @cli.command()
-@click.option("--all", "everything", is_flag=True, help="also forget the workspace state (.buildml/)")
-def clean(everything):
-    """Remove the outputs buildml wrote into the workspace (the cache is kept)."""
-    removed = _session().clean(everything)
-    click.echo(f"removed {len(removed)} output files")
+@click.option("--all", "everything", is_flag=True, help="also forget the workspace state (.buildml/, but displaced/)")
+@click.option("--displaced", is_flag=True, help="also delete .buildml/displaced/ (files builds moved aside)")
+def clean(everything, displaced):
+    """Remove the outputs buildml wrote into the workspace, if unchanged since (the cache is kept).
+
+    An output edited since buildml wrote it is left and listed; nothing is removed through a symlink.
+    """
+    cleaned = _session().clean(everything, displaced)
+    click.echo(f"removed {len(cleaned.removed)} output files")
+    if cleaned.kept:
+        click.echo(f"left {len(cleaned.kept)} files that are not as buildml wrote them:")
+        for path, why in cleaned.kept:
+            click.echo(f"  {path}: {why}")
+    n, size = cleaned.displaced_files, cleaned.displaced_bytes
+    held = f"{n} file{'s' if n != 1 else ''}, " + (f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size} bytes")
+    if cleaned.displaced_removed:
+        click.echo(f"removed .buildml/displaced/ ({held} that builds had moved aside)")
+    elif cleaned.displaced_files:
+        click.echo(f".buildml/displaced/ holds {held} that builds moved aside instead of overwriting; "
+                   "`buildml clean --displaced` removes them")
     return 0
 
 

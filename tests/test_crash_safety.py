@@ -48,26 +48,93 @@ def test_kill_9_mid_build_leaves_cache_consistent(ws):
     assert "no corrupt entries" in ws.run("cache", "verify", check=0).stdout
 
 
-@pytest.mark.parametrize("processes", [2, 4])
-def test_concurrent_builds_execute_each_key_once(tmp_path, processes):
-    """Two and four builds of overlapping targets at once: all succeed, each action runs once, outputs are intact."""
+def concurrent_targets(ws, runs_log, dirs: bool) -> dict:
+    """Six targets in chains; each writes one file, or (dirs) a directory of 20 files; {path: content} expected."""
+    def write(i):
+        if not dirs:
+            return f"echo {i} > o{i}", f"[o{i}]"
+        return f"mkdir -p d{i} && for j in $(seq 20); do echo {i}.$j > d{i}/f$j; done", f"[d{i}]"
+    ws.write("BUILD.yaml", "targets:\n" + "".join(
+        f"  t{i}:\n    command: echo run >> {runs_log}; sleep 0.3; {write(i)[0]}\n    outs: {write(i)[1]}\n"
+        + (f"    deps: [':t{i - 1}']\n" if i % 3 else "") for i in range(6)))
+    if not dirs:
+        return {f"o{i}": f"{i}\n" for i in range(6)}
+    return {f"d{i}/f{j}": f"{i}.{j}\n" for i in range(6) for j in range(1, 21)}
+
+
+@pytest.mark.parametrize("processes,dirs", [(2, False), (4, False), (4, True)], ids=["2-files", "4-files", "4-dirs"])
+def test_concurrent_builds_execute_each_key_once(tmp_path, processes, dirs):
+    """Two and four builds of overlapping targets at once (file outs, or directory outs all restore into at the
+    same moment): all succeed, each action runs once, outputs are intact, no temp file or displaced file is left."""
+    failures = []
     for trial in range(CONCURRENT_TRIALS):
         ws = WS(tmp_path / f"ws{trial}", tmp_path / f"cache{trial}")
         ws.root.mkdir()
         ws.write("buildml.yaml", "")
         runs_log = tmp_path / f"runs{trial}.log"
-        ws.write("BUILD.yaml", "targets:\n" + "".join(
-            f"  t{i}:\n    command: echo run >> {runs_log}; sleep 0.3; echo {i} > o{i}\n    outs: [o{i}]\n"
-            + (f"    deps: [o{i - 1}]\n" if i % 3 else "") for i in range(6)))
+        expected = concurrent_targets(ws, runs_log, dirs)
         procs = [subprocess.Popen([str(BIN / "buildml"), "build", "--json", "-j", "3"], cwd=ws.root, env=ws.env(),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(processes)]
         outs = [p.communicate(timeout=180) for p in procs]
-        assert all(p.returncode == 0 for p in procs), outs
-        assert len(runs_log.read_text().splitlines()) == 6, f"trial {trial}: each key executed once across {processes} processes"
-        for i in range(6):
-            assert ws.read(f"o{i}") == f"{i}\n"
-        assert "no corrupt entries" in ws.run("cache", "verify", check=0).stdout
-    record_figures(f"{processes} concurrent builds: each key executed once", trials=CONCURRENT_TRIALS, failures=0)
+        problems = [f"exit {p.returncode}: {err[-800:]}" for p, (_, err) in zip(procs, outs) if p.returncode != 0]
+        runs = len(runs_log.read_text().splitlines())
+        if runs != 6:
+            problems.append(f"{runs} runs of 6 keys across {processes} processes")
+        files = {str(p.relative_to(ws.root)): p.read_text() for p in ws.root.rglob("[of]*")
+                 if p.is_file() and ".buildml" not in p.parts}
+        if files != expected:
+            problems.append(f"outputs differ: {sorted(set(files) ^ set(expected))[:5]}")
+        if leftovers := [p for p in ws.root.rglob("*") if ".buildml-tmp-" in p.name or "displaced" in p.parts]:
+            problems.append(f"left in the workspace: {leftovers[:5]}")
+        if os.listdir(ws.cache / "tmp"):
+            problems.append(f"left in the cache's tmp/: {os.listdir(ws.cache / 'tmp')[:5]}")
+        if "no corrupt entries" not in ws.run("cache", "verify", check=0).stdout:
+            problems.append("cache verify found corrupt entries")
+        if problems:
+            failures.append((trial, problems))
+    record_figures(f"{processes} concurrent builds ({'directory' if dirs else 'file'} outs): each key executed once",
+                   trials=CONCURRENT_TRIALS, failures=len(failures))
+    assert failures == [], failures
+
+
+def _kill_9_when(ws, found, *args) -> None:
+    """Start `buildml build`, and kill -9 its process group as soon as found() is true."""
+    proc = subprocess.Popen([str(BIN / "buildml"), "build", *args], cwd=ws.root, env=ws.env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not found() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert proc.poll() is None, "the build ended before the moment to kill it"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_kill_9_leaves_no_orphan_after_the_next_build(ws, tmp_path):
+    """kill -9 mid-action (three times) and mid-restore: the next build leaves no sandbox or temp in the cache's
+    tmp/ (an untagged one of an older buildml included) and no buildml temp file in the workspace."""
+    slow = tmp_path / "slow"
+    slow.touch()
+    ws.write("BUILD.yaml", "targets:\n"
+             f"  act:\n    command: touch running; if [ -e {slow} ]; then sleep 60; fi; echo done > a.txt\n"
+             "    outs: [a.txt]\n"
+             "  big:\n    command: head -c 200000000 /dev/zero > big.bin\n    outs: [big.bin]\n")
+    seen = set()
+    running = lambda: set((ws.cache / "tmp").glob("sandbox-*/ws/running")) - seen
+    for _ in range(3):
+        _kill_9_when(ws, running, "//:act")
+        seen |= running()
+    assert len(list((ws.cache / "tmp").glob("sandbox-*"))) == 1, "each build swept the orphan before it"
+    ws.run("build", "//:big", check=0)
+    (ws.root / "big.bin").unlink()
+    in_flight = lambda: any(".buildml-tmp-" in name for name in os.listdir(ws.root))
+    _kill_9_when(ws, in_flight, "//:big")  # while the cached big.bin is being copied into the workspace
+    assert in_flight(), "a temp file left in the workspace"
+    (ws.cache / "tmp" / "sandbox-k2j3h4g5" / "ws").mkdir(parents=True)  # as an older buildml names them
+    slow.unlink()
+    ws.run("build", check=0)
+    assert os.listdir(ws.cache / "tmp") == []
+    assert [p for p in ws.root.rglob("*") if ".buildml-tmp-" in p.name] == []
+    assert ws.read("a.txt") == "done\n" and (ws.root / "big.bin").stat().st_size == 200_000_000
 
 
 def test_corrupt_blob_is_never_restored(ws):
