@@ -24,6 +24,7 @@ class ActionSpec:
     params: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (params file, selected keys)
     env: tuple[tuple[str, str], ...] = ()
     secrets: tuple[str, ...] = ()  # env names passed through, never keyed or logged
+    secrets_in_outputs: bool = False  # outputs may hold a secret's value (else that fails the action); not keyed
     image: Label | None = None
     network: bool = False
     resources: tuple[tuple[str, object], ...] = ()

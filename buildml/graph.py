@@ -12,6 +12,7 @@ from .dag import Dag
 from .errors import AnalysisError, LabelError, LoadError, did_you_mean
 from .labels import Label, parse_label, parse_pattern
 from .rule import RuleRegistry, Target
+from .trust import relpath_problem, symlinked_part
 from .workspace import SKIP_DIRS, Workspace, normalize_relpath
 
 _GLOB_CHARS = set("*?[")
@@ -68,6 +69,7 @@ def analyse(ws: Workspace, targets: dict[Label, Target], registry: RuleRegistry)
     """Run every rule's analysis and resolve every dep; raise on conflicts, unknown labels and cycles."""
     specs = {label: registry.get(t.kind).analyse(t) for label, t in targets.items()}
     out_owner = _out_owners(specs, targets)
+    _check_out_places(ws, specs, targets)
     resolver = _Resolver(ws, specs, targets, out_owner)
     inputs = {label: resolver.resolve(label) for label in specs}
     dag = Dag()
@@ -100,6 +102,40 @@ def _out_owners(specs, targets) -> dict:
                                     location=targets[label].where("outs"), hint="outputs may not nest")
             parent = os.path.dirname(parent)
     return owner
+
+
+def _check_out_places(ws: Workspace, specs, targets) -> None:
+    """No out is in buildml's or git's own paths, or is or lies under a symlink of the workspace (it would be
+    written outside it). Checked on every analysis, never cached: the file system changes between loads."""
+    root = str(ws.root)
+    links: dict[str, str] = {}  # parent directory -> its first symlinked part, or '' (each looked at once)
+    for label, spec in specs.items():
+        for i, out in enumerate(spec.outs):
+            problem = relpath_problem(out)  # rule.out_path checked what BUILD files say; this, what rules compute
+            hint = "declare outputs elsewhere in the workspace, e.g. out/ or models/"
+            if not problem:
+                parent = out.rpartition("/")[0]
+                link = links.get(parent)
+                if link is None:
+                    link = links[parent] = symlinked_part(root, parent) if parent else ""
+                link = link or (out if os.path.islink(f"{root}/{out}") else "")
+                if link:
+                    problem = f"{'is' if link == out else 'lies under'} the symlink {link!r} in the workspace, " \
+                              f"so it would be written outside it"
+                    hint = f"buildml writes outputs only inside the workspace: make {link!r} a real directory, " \
+                           f"or declare the out elsewhere"
+            if problem:
+                raise AnalysisError(f"out {out!r} of {label} {problem}", location=_out_where(targets[label], spec, i),
+                                    field=f"{label.name}.outs", hint=hint)
+
+
+def _out_where(target: Target, spec: ActionSpec, i: int):
+    """Where out number i of spec is written: its outs entry, its metrics entry, or the target."""
+    if i < len(target.get("outs", ())):
+        return target.where("outs", i)
+    if spec.outs[i] in spec.metrics:
+        return target.where("metrics", spec.metrics.index(spec.outs[i]))
+    return target.where()
 
 
 class _Resolver:

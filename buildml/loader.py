@@ -12,6 +12,7 @@ from .labels import _NAME, Label
 from .rule import RuleRegistry, Target
 from .workspace import BUILD_FILE, ROOT_FILE, SKIP_DIRS, Workspace
 from .hasher import RACY_NS
+from .trust import undecodable
 from .yamlsrc import LazyDocument, load_yaml_file
 
 _TOP_KEYS = ("targets",)
@@ -29,6 +30,9 @@ def find_packages(root) -> list[str]:
             continue
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
         if BUILD_FILE in filenames:
+            if undecodable(rel):
+                raise LoadError(f"package directory {undecodable(rel)} has a name that is not valid UTF-8",
+                                hint="rename it: labels and paths are UTF-8 text")
             packages.append(rel)
     return packages
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from .params import _MISSING, lookup
+from .plain import to_plain
 
 UNSET = "<unset>"
 
@@ -23,6 +24,7 @@ def overrides_of(action, params) -> list[dict]:
                 old = _MISSING
             old = UNSET if old is _MISSING else old
             if old != overrides[key]:
+                old = to_plain(old)  # a date in the file (the override replaced it) -> its ISO text, for the manifest
                 found.append({"param": key, "file": file, "from": old, "to": overrides[key]})
     return found
 

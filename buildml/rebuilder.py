@@ -14,6 +14,7 @@ from .action import Action, InputFile
 from .containers import IMAGE_EXECUTOR
 from .errors import AnalysisError, UserError
 from .sandbox import Staged
+from .trust import undecodable
 from .workspace import SKIP_DIRS, inside
 
 RUN = "run"
@@ -86,6 +87,7 @@ class Rebuilder:
         files: list[str] = []
         for rel in sources:
             full = os.path.join(self.root, rel)
+            _check_name(label, rel)
             if self._escapes(full):
                 raise UserError(f"{rel} (a dep of {label}) is a symlink pointing outside the workspace",
                                 hint="declared inputs must stay inside the workspace")
@@ -122,6 +124,7 @@ class Rebuilder:
                     raise UserError(f"{p} (in dep {rel} of {label}) is a symlink pointing outside the workspace",
                                     hint="declared inputs must stay inside the workspace")
                 if os.path.isfile(fp):
+                    _check_name(label, p, rel)
                     out.append(p)
         return out
 
@@ -145,6 +148,15 @@ class Rebuilder:
         if last is None:
             return ("never built",)
         return explain_difference(last, build_record(action, {}))
+
+
+def _check_name(label, path: str, dep: str = "") -> None:
+    """A UserError for an input whose name is not UTF-8 (keys, records and the state hold paths as UTF-8)."""
+    shown = undecodable(path)
+    if shown:
+        where = f" (in dep {dep})" if dep else ""
+        raise UserError(f"{shown}{where} of {label} has a file name that is not valid UTF-8",
+                        hint="rename it (buildml records paths as UTF-8 text), or move it out of the target's deps")
 
 
 def build_record(action: Action, outputs: dict) -> dict:

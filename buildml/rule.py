@@ -6,6 +6,8 @@ same interface a workspace's own rules use.
 
 from __future__ import annotations
 
+import datetime
+import math
 import shlex
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -14,6 +16,7 @@ from .action import ActionSpec
 from .errors import LazyLocation, LoadError, did_you_mean
 from .labels import Label, parse_label
 from .errors import LabelError
+from .trust import RESERVED
 from .workspace import normalize_relpath
 
 
@@ -55,6 +58,7 @@ COMMON_ATTRS = {
     "params": Attr("params", "selected keys of params.yaml: [train.lr] or [{other.yaml: [key]}]"),
     "env": Attr("env", "environment variables the command sees; part of the key"),
     "secrets": Attr("strings", "names of caller env vars passed to the command, never keyed or logged"),
+    "secrets_in_outputs": Attr("bool", "outs may hold a secret's value (default false: that fails the action)"),
     "resources": Attr("resources", "cpus, gpus, memory the action needs"),
     "timeout": Attr("number", "seconds before the action is killed"),
     "executor": Attr("string", "local (default), or a named executor from buildml.yaml"),
@@ -101,19 +105,33 @@ class Rule:
         """The ActionSpec fields every command-like kind shares."""
         a = target.attrs
         pkg = target.label.package
-        outs = tuple(normalize_relpath(pkg, o, target.where("outs", i), "outs") for i, o in enumerate(a.get("outs", ())))
-        metrics = tuple(normalize_relpath(pkg, m, target.where("metrics", i), "metrics") for i, m in enumerate(a.get("metrics", ())))
+        outs = tuple(out_path(pkg, o, target.where("outs", i), "outs") for i, o in enumerate(a.get("outs", ())))
+        metrics = tuple(out_path(pkg, m, target.where("metrics", i), "metrics") for i, m in enumerate(a.get("metrics", ())))
         outs = outs + tuple(m for m in metrics if m not in outs)
         fields = dict(
             label=target.label, kind=self.kind, rule_version=self.version, argv=argv, workdir=pkg,
             deps=tuple(a.get("deps", ())), excludes=tuple(a.get("exclude", ())), outs=outs, metrics=metrics,
             params=params_files(target), env=tuple(sorted(a.get("env", {}).items())),
             secrets=tuple(a.get("secrets", ())), image=a.get("image"), network=a.get("network", False),
+            secrets_in_outputs=a.get("secrets_in_outputs", False),
             resources=tuple(sorted(a.get("resources", {}).items())), timeout=a.get("timeout"),
             executor=a.get("executor"),
         )
         fields.update(extra)
         return ActionSpec(**fields)
+
+
+def out_path(package: str, path: str, where, field: str) -> str:
+    """Workspace-relative form of an out or metrics path; never buildml's or git's own paths."""
+    rel = normalize_relpath(package, path, where, field)
+    parts = rel.split("/")
+    owned = parts[0] if parts[0] in RESERVED else ".git" if ".git" in parts else ""
+    if owned:
+        raise LoadError(f"{'out' if field == 'outs' else 'metrics file'} {path!r} "
+                        f"{'names' if parts[-1] == owned else 'lies inside'} {owned}, which belongs to "
+                        f"{'git' if owned == '.git' else 'buildml'}", location=where, field=field,
+                        hint="declare outputs elsewhere in the workspace, e.g. out/ or models/")
+    return rel
 
 
 def command_argv(command) -> tuple[str, ...]:
@@ -151,9 +169,9 @@ def check_value(attr: Attr, value, doc, path: tuple, field: str, package: str):
         return value
     if t == "command":
         if isinstance(value, str) and value.strip():
-            return value
+            return _no_nul(value, doc, path, field)
         if isinstance(value, list) and value and all(isinstance(v, (str, int, float)) for v in value):
-            return [str(v) for v in value]
+            return [_no_nul(str(v), doc, path + (i,), field) for i, v in enumerate(value)]
         raise _type_error(doc, path, field, "a command string or a non-empty list of arguments", value)
     if t == "strings":
         if isinstance(value, str):
@@ -163,6 +181,7 @@ def check_value(attr: Attr, value, doc, path: tuple, field: str, package: str):
         for i, v in enumerate(value):
             if not isinstance(v, str) or not v:
                 raise _type_error(doc, path + (i,), field, "a non-empty string", v)
+            _no_nul(v, doc, path + (i,), field)
         return tuple(value)
     if t == "params":
         return _check_params(value, doc, path, field)
@@ -171,19 +190,19 @@ def check_value(attr: Attr, value, doc, path: tuple, field: str, package: str):
             raise _type_error(doc, path, field, "a mapping of NAME: value", value)
         env = {}
         for k, v in value.items():
-            if not isinstance(k, str) or not k or "=" in k:
+            if not isinstance(k, str) or not k or "=" in k or "\0" in k:
                 raise LoadError(f"invalid environment variable name {k!r}", location=doc.where(path + (k,)), field=field)
-            if isinstance(v, (dict, list)) or v is None:
+            if not isinstance(v, _ENV_SCALARS):  # a list, a mapping, null, !!binary bytes
                 raise _type_error(doc, path + (k,), f"{field}.{k}", "a string or number", v)
-            env[k] = str(v).lower() if isinstance(v, bool) else str(v)
+            env[k] = _no_nul(str(v).lower() if isinstance(v, bool) else str(v), doc, path + (k,), f"{field}.{k}")
         return env
     if t == "bool":
         if not isinstance(value, bool):
             raise _type_error(doc, path, field, "true or false", value)
         return value
     if t == "number":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise _type_error(doc, path, field, "a positive number", value)
+        if not _finite(value) or not 0 < value <= NUMBER_MAX:
+            raise _type_error(doc, path, field, f"a finite positive number (at most {NUMBER_MAX:g})", value)
         return value
     if t == "mapping":
         if not isinstance(value, dict):
@@ -199,6 +218,22 @@ def check_value(attr: Attr, value, doc, path: tuple, field: str, package: str):
         except LabelError as exc:
             raise LoadError(exc.message, location=doc.where(path), field=field, hint=exc.hint) from None
     raise AssertionError(f"unknown attribute type {t}")
+
+
+NUMBER_MAX = 1e9  # a timeout of ~31 years; threading timers overflow past ~9.2e9 s
+_ENV_SCALARS = (str, int, float, datetime.date)  # bool is an int; a date reads as its ISO text
+
+
+def _finite(value) -> bool:
+    """A real int or float (not a bool), and not NaN or infinite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _no_nul(text: str, doc, path, field) -> str:
+    if "\0" in text:
+        raise LoadError(f"{text!r:.60} contains a NUL byte", location=doc.where(path), field=field,
+                        hint="commands, paths and environment values cannot hold NUL (\\0)")
+    return text
 
 
 def _check_params(value, doc, path, field):
@@ -225,8 +260,8 @@ def _check_resources(value, doc, path, field):
     for k, v in value.items():
         if k == "memory":
             out[k] = parse_size(v, doc, path + (k,), f"{field}.memory")
-        elif isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise _type_error(doc, path + (k,), f"{field}.{k}", "a non-negative number", v)
+        elif not _finite(v) or v < 0:
+            raise _type_error(doc, path + (k,), f"{field}.{k}", "a finite non-negative number", v)
         else:
             out[k] = v
     return out
@@ -245,10 +280,11 @@ def parse_size(value, doc=None, path=(), field="size") -> int:
         num = text.rstrip("abcdefghijklmnopqrstuvwxyz")
         unit = text[len(num):]
         try:
-            if unit in _UNITS:
-                return int(float(num) * _UNITS[unit])
+            size = float(num) * _UNITS[unit] if unit in _UNITS else -1.0
         except ValueError:
-            pass
+            size = -1.0
+        if math.isfinite(size) and size >= 0:  # not 'inf', 'nan', '1e999' or '-1GB'
+            return int(size)
     where = doc.where(path) if doc is not None else None
     raise LoadError(f"invalid size {value!r}", location=where, field=field, hint="e.g. 512MB, 4GB, 1.5GiB")
 

@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
 import sys
 import time
 
-import yaml
 from filelock import FileLock
 
 from . import __version__
 from .checks import checked_outcome
-from .errors import UserError
+from .errors import LoadError, UserError
 from .executors import RunRequest
 from .hashing import digest_file
+from .masking import mask_data, masks_for, secret_in_outputs
+from .plain import to_plain
 from .sandbox import Sandbox
 from .store import disk_error
+from .trust import undecodable
+from .yamlsrc import load_yaml
 
 LOG_TAIL_LINES = 30
 BASE_ENV_NAMES = ("LANG", "LC_ALL", "TZ")
 
 
 def action_env(spec, sandbox: Sandbox, caller_env: dict) -> tuple[dict, tuple]:
-    """The command's environment: documented basics, declared env, and secrets (with their values to mask)."""
+    """The command's environment: documented basics, declared env, and secrets (with the forms to mask:
+    masking.masks_for of their values)."""
     path = os.path.dirname(sys.executable) + os.pathsep + caller_env.get("PATH", os.defpath)
     env = {
         "PATH": path,
@@ -37,14 +42,12 @@ def action_env(spec, sandbox: Sandbox, caller_env: dict) -> tuple[dict, tuple]:
         "BUILDML_WORKSPACE": str(sandbox.ws),
     }
     env.update(dict(spec.env))
-    masks = []
     for name in spec.secrets:
         if name not in caller_env:
             raise UserError(f"secret {name} needed by {spec.label} is not set in the environment",
                             hint=f"export {name}=... before running buildml")
         env[name] = caller_env[name]
-        masks.append(caller_env[name])
-    return env, tuple(masks)
+    return env, masks_for(caller_env[name] for name in spec.secrets)
 
 
 def tail(path, lines: int = LOG_TAIL_LINES) -> str:
@@ -58,12 +61,44 @@ def tail(path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def read_metrics(path: str) -> object:
+def read_metrics(path, name: str) -> object:
+    """A metrics file's data as plain JSON data (dates as ISO text, see plain.to_plain), or None when unreadable.
+    name (the out's path) picks the parser: JSON for .json, else YAML.
+
+    The file is an action's output, so it is read as untrusted YAML: aliases capped, no tags beyond plain data.
+    """
     try:
-        with open(path) as f:
-            return yaml.safe_load(f) if not path.endswith(".json") else json.load(f)
-    except (OSError, ValueError, yaml.YAMLError):
+        with open(path, "rb") as f:
+            text = f.read()
+        data = json.loads(text) if name.endswith(".json") else load_yaml(text, os.path.basename(name)).data
+    except (OSError, ValueError, RecursionError, LoadError):
         return None
+    return to_plain(data)
+
+
+def screened(outcome, sandbox: Sandbox, spec, secrets: dict, log_path):
+    """The outcome, turned into a failure (logged) when an output holds a secret's value, unless the target
+    declares secrets_in_outputs: nothing is then stored, so a secret never reaches a shared cache."""
+    if outcome.exit_code != 0 or not secrets or spec.secrets_in_outputs or not spec.outs:
+        return outcome
+    found = secret_in_outputs(sandbox.ws, sandbox.collect(spec.outs), secrets)
+    if found is None:
+        return outcome
+    failure = (f"out {found[0]} holds the value of secret {found[1]}: outputs are cached and shared, so they must "
+               f"not hold secrets; write it elsewhere, or set secrets_in_outputs: true on {spec.label}")
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"buildml: {failure}\n")
+    return dataclasses.replace(outcome, exit_code=1, detail=failure)
+
+
+def misnamed(outputs: dict) -> str:
+    """Why the outputs cannot be recorded (a file name that is not UTF-8, shown with backslash escapes), or ''."""
+    for path in outputs:
+        shown = undecodable(path)
+        if shown:
+            return (f"output {shown} has a file name that is not valid UTF-8: buildml records output paths as "
+                    "UTF-8 text; rename it in the command")
+    return ""
 
 
 class Runner:
@@ -110,12 +145,17 @@ class Runner:
             started = time.time()
             outcome = executor.run(RunRequest(action, sandbox, env, log_path, on_line, masks))
             outcome = checked_outcome(outcome, spec.checks, sandbox.ws, log_path)  # dataset checks, on this host
+            outcome = screened(outcome, sandbox, spec, {n: self.caller_env[n] for n in spec.secrets}, log_path)
             log_digest = digest_file(log_path)
             self.store.put_file(log_path, log_digest)
             log_tail = tail(log_path)
             if outcome.exit_code != 0:
                 return None, outcome, log_digest, log_tail
             outputs, metrics = self._store_outputs(sandbox, spec)
+            bad_name = misnamed(outputs)
+            if bad_name:
+                return None, dataclasses.replace(outcome, exit_code=1, detail=bad_name), log_digest, log_tail
+            metrics = mask_data(metrics, masks)  # where secrets_in_outputs allowed them
             manifest = self._manifest(action, outcome, outputs, metrics, log_digest, started)
             if spec.cacheable:
                 self.store.put_action(action.key, manifest)
@@ -126,15 +166,29 @@ class Runner:
             sandbox.remove()
 
     def _store_outputs(self, sandbox: Sandbox, spec) -> tuple[dict, dict]:
+        """Store every output, collected without following links; metrics are read from the stored blobs.
+
+        Outputs are copied in (cloned where the file system can), digested in the same pass: a process the
+        command left behind may still hold one open, and a file renamed in would be the very blob it rewrites.
+        Only the Docker executor's are renamed in: run() returns after removing the container, which kills
+        every process of the action, so nothing can hold, rewrite or relink what collect() checked.
+        """
+        from .executors.docker import DockerExecutor
+
+        rename = isinstance(self.executor_for(spec), DockerExecutor)
         outputs = {}
-        metrics = {}
         for path, (full, executable) in sorted(sandbox.collect(spec.outs).items()):
-            if path in spec.metrics:
-                metrics[path] = read_metrics(full)
-            digest = digest_file(full)
-            size = os.path.getsize(full)
-            self.store.put_file(full, digest, move=True)
+            if rename:
+                digest = self.store.put_file(full, digest_file(full), move=True)
+            else:
+                fd = sandbox.open_output(path)
+                try:
+                    digest = self.store.put_file(fd)
+                finally:
+                    os.close(fd)
+            size = os.path.getsize(self.store.blob_path(digest))  # of the bytes stored
             outputs[path] = {"digest": digest, "size": size, "exec": executable}
+        metrics = {p: read_metrics(self.store.blob_path(outputs[p]["digest"]), p) for p in spec.metrics if p in outputs}
         return outputs, metrics
 
     def _manifest(self, action, outcome, outputs, metrics, log_digest, started) -> dict:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from .errors import ExecutionError
 from .hashing import copy_and_digest, is_executable
 from .params import write_subset
 from .store import BlobMissing, remove_tree
+from .trust import open_dir_under, open_under, symlinked_part
 
 
 @dataclass(frozen=True)
@@ -71,35 +74,114 @@ class Sandbox:
             raise ExecutionError(f"input {item.path} changed during the build", hint="run the build again")
 
     def collect(self, outs) -> dict:
-        """{path: (absolute file, executable)} for every file of every declared out; a missing out raises."""
+        """{path: (absolute file, executable)} for every file of every declared out, found without following links.
+
+        A missing out raises; so does an out that is or lies under a symlink, and any symlink, hard link (it may
+        be a file outside the sandbox), FIFO, socket or device among the outputs: nothing of them is ever read.
+        """
         files = {}
         missing = []
         for out in outs:
-            full = self.ws / out
-            if full.is_symlink():
-                raise ExecutionError(f"out {out!r} is a symlink", hint="outputs must be regular files or directories")
-            if full.is_file():
-                files[out] = (str(full), is_executable(full.stat().st_mode))
-            elif full.is_dir():
-                files.update(self._walk(out, full))
-            else:
+            found = self._collect_out(out)
+            if found is None:
                 missing.append(out)
+            else:
+                files.update((path, (str(self.ws / path), executable)) for path, executable in found.items())
         if missing:
             raise ExecutionError("declared out" + ("s " if len(missing) > 1 else " ") + ", ".join(repr(m) for m in missing)
                                  + " not produced", hint="make the command write it, or remove it from outs")
         return files
 
-    def _walk(self, out: str, full: Path) -> dict:
+    def open_output(self, path: str) -> int:
+        """A read-only fd of a collected output, opened without following links (never blocks on a FIFO);
+        it must still be a regular file with one link, else ExecutionError."""
+        try:
+            fd = open_under(self.ws, path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        except OSError as exc:
+            raise _changed(path, exc) from None
+        try:
+            _check_file(path, os.fstat(fd), path)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _collect_out(self, out: str) -> dict | None:
+        """{path: executable} of one out's files, or None when it does not exist."""
+        parent, _, name = out.rpartition("/")
+        try:
+            dfd = open_dir_under(self.ws, parent)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # ELOOP or ENOTDIR: a parent is a symlink, or a file
+            link = symlinked_part(self.ws, parent)
+            if link:
+                raise ExecutionError(f"out {out!r} lies under {link!r}, which the command made a symlink",
+                                     hint="outputs are collected only from real directories in the sandbox; "
+                                          "write the files themselves, never a link to them") from None
+            if exc.errno == errno.ENOTDIR:
+                return None
+            raise _changed(out, exc) from None
+        try:
+            try:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                return None
+            if stat.S_ISDIR(st.st_mode):
+                return self._walk(out, dfd, name)
+            return {out: _check_file(out, st, out)}
+        except OSError as exc:
+            raise _changed(out, exc) from None
+        finally:
+            os.close(dfd)
+
+    def _walk(self, out: str, parent_fd: int, name: str) -> dict:
+        """{path: executable} of every file under the directory out, walked by fds (O_NOFOLLOW): no link is followed."""
         files = {}
-        for dirpath, dirnames, filenames in os.walk(full):
-            rel_dir = os.path.relpath(dirpath, self.ws).replace(os.sep, "/")
-            for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-                p = os.path.join(dirpath, name)
-                if os.path.islink(p):
-                    raise ExecutionError(f"{rel_dir}/{name} in out {out!r} is a symlink",
-                                         hint="outputs must be regular files or directories")
-                files[f"{rel_dir}/{name}"] = (p, is_executable(os.stat(p).st_mode))
+        todo = [(out, os.open(name, _DIR_FLAGS, dir_fd=parent_fd))]
+        try:
+            while todo:
+                rel, fd = todo.pop()
+                try:
+                    with os.scandir(fd) as entries:
+                        for entry in entries:
+                            child = f"{rel}/{entry.name}"
+                            st = entry.stat(follow_symlinks=False)
+                            if stat.S_ISDIR(st.st_mode):
+                                todo.append((child, os.open(entry.name, _DIR_FLAGS, dir_fd=fd)))
+                            else:
+                                files[child] = _check_file(child, st, out)
+                finally:
+                    os.close(fd)
+        finally:
+            for _, fd in todo:
+                os.close(fd)
         return files
 
     def remove(self) -> None:
         remove_tree(self.root)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK
+_SPECIAL = ((stat.S_ISLNK, "a symlink"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISCHR, "a character device"))
+
+
+def _check_file(path: str, st: os.stat_result, out: str) -> bool:
+    """Whether the file is executable, for a regular file with one link; ExecutionError for anything else."""
+    where = f"out {out!r}" if path == out else f"{path} in out {out!r}"
+    for test, what in _SPECIAL:
+        if test(st.st_mode):
+            raise ExecutionError(f"{where} is {what}", hint="outputs must be regular files or directories; "
+                                                            "remove anything else before the command ends")
+    if not stat.S_ISREG(st.st_mode):
+        raise ExecutionError(f"{where} is not a regular file", hint="outputs must be regular files or directories")
+    if st.st_nlink > 1:
+        raise ExecutionError(f"{where} is a hard link ({st.st_nlink} names for one file)",
+                             hint="write a new file (cp, not ln): a hard link may be a file outside the sandbox")
+    return is_executable(st.st_mode)
+
+
+def _changed(path: str, exc: OSError) -> ExecutionError:
+    return ExecutionError(f"output {path!r} cannot be collected: {exc.strerror}",
+                          hint="outputs must be regular files or directories nothing changes after the command ends")

@@ -15,11 +15,10 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import yaml
-
 from .errors import Interrupted, UserError, did_you_mean
 from .events import FAILED
 from .hashing import digest_record
+from .params import parse_value
 from .provenance import flat_metrics
 from .workspace import OUT_DIR, STATE_DIR
 
@@ -78,7 +77,7 @@ def parse_axes(texts) -> dict:
             raise UserError(f"invalid --sweep {text!r}", hint="use KEY=V1,V2,..., e.g. --sweep train.C=0.1,1,10")
         if key in axes:
             raise UserError(f"--sweep {key} is given twice", hint=f"list every value once: --sweep {key}=V1,V2,...")
-        parsed = [yaml.safe_load(v) for v in items]
+        parsed = [parse_value(v, "--sweep", key) for v in items]
         if len({digest_record("Value", v) for v in parsed}) != len(parsed):
             raise UserError(f"--sweep {text!r} lists a value twice")
         axes[key] = parsed

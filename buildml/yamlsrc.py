@@ -68,7 +68,14 @@ class _Builder:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
-        return self.constructor.construct_object(node, deep=True)
+        return self._scalar(node)
+
+    def _scalar(self, node):
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except ValueError as exc:  # 2024-13-45 (a date resolver match), an int past Python's 4300-digit limit
+            raise LoadError(f"invalid YAML value {node.value!r:.60}: {str(exc).split(';')[0]}",
+                            location=_loc(self.file, node), hint="quote it to make it a string") from None
 
     def _mapping(self, node, path: tuple) -> dict:
         out: dict = {}
@@ -82,7 +89,7 @@ class _Builder:
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
                 raise LoadError("a mapping key must be a plain value", location=_loc(self.file, key_node))
-            key = self.constructor.construct_object(key_node)
+            key = self._scalar(key_node)
             if not isinstance(key, (str, int, float, bool)):
                 key = str(key)
             if key in out:

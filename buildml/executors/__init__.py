@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from ..action import Action
+from ..masking import mask_text as mask  # noqa: F401  (executors mask each log line with it)
 from ..sandbox import Sandbox
 
 
@@ -19,7 +20,7 @@ class RunRequest:
     env: dict
     log_path: Path
     on_line: Callable[[str], None] = lambda line: None
-    masks: tuple[str, ...] = ()  # secret values to hide in the log
+    masks: tuple[str, ...] = ()  # forms of the secret values to hide in the log, longest first (masking.masks_for)
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,3 @@ class Executor(Protocol):
     def cancel(self) -> None:
         """Stop every running action (Ctrl-C)."""
 
-
-def mask(line: str, masks) -> str:
-    for secret in masks:
-        if secret:
-            line = line.replace(secret, "***")
-    return line
