@@ -65,7 +65,7 @@ def _digest_mmap(fd: int, size: int) -> str:
 
 
 def copy_and_digest(src, dst) -> str:
-    """Copy src to dst (created exclusively) and return the digest of the bytes copied."""
+    """Copy src (a path, or an fd, which is closed) to dst (created exclusively); return the digest of the bytes copied."""
     h = xxhash.xxh3_128()
     with open(src, "rb", buffering=0) as fin, open(dst, "xb", buffering=0) as fout:
         buf = bytearray(CHUNK)

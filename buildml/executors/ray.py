@@ -366,10 +366,15 @@ class RayExecutor:
         from ..hashing import digest_file
         from ..store import remove_tree
 
+        from ..materialize import check_manifest_paths
+        from ..trust import validate_outputs, validate_relpaths
+
         ws = request.sandbox.ws
-        for out in result.get("dirs", ()):
+        outputs = validate_outputs(result.get("outputs", {}), "outputs of the remote action")  # from the node: untrusted
+        dirs = validate_relpaths(list(result.get("dirs", ())), "dirs of the remote action")
+        check_manifest_paths(outputs, request.action.spec.outs, dirs)
+        for out in dirs:
             (ws / out).mkdir(parents=True, exist_ok=True)
-        outputs = result.get("outputs", {})
         tmp = request.sandbox.root / "ray-outputs"
         tmp.mkdir(exist_ok=True)
         try:

@@ -332,11 +332,15 @@ def _execute(executor, action, sandbox, env, masks, log_path, on_line) -> dict:
 
 def _push_outputs(store, sandbox, spec) -> dict:
     """Upload every output file; {outputs: {path: {digest, size, exec}}, dirs: [outs that are directories]}."""
-    from ..hashing import digest_file
+    from ..hashing import copy_and_digest
 
-    files = sandbox.collect(spec.outs)
-    outputs = {}
-    for path, (full, executable) in sorted(files.items()):
-        outputs[path] = {"digest": digest_file(full), "size": os.path.getsize(full), "exec": executable}
-    store.put_files([(files[p][0], m["digest"]) for p, m in outputs.items()])
+    private = sandbox.root / "push"  # a copy only buildml holds: a process the command left cannot swap or rewrite it
+    private.mkdir(exist_ok=True)
+    outputs, copies = {}, []
+    for i, (path, (_full, executable)) in enumerate(sorted(sandbox.collect(spec.outs).items())):
+        copy = private / str(i)
+        digest = copy_and_digest(sandbox.open_output(path), copy)  # an fd opened without following links; closed
+        outputs[path] = {"digest": digest, "size": os.path.getsize(copy), "exec": executable}
+        copies.append((copy, digest))
+    store.put_files(copies)
     return {"outputs": outputs, "dirs": [o for o in spec.outs if (sandbox.ws / o).is_dir()]}
