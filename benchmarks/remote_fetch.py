@@ -56,8 +56,8 @@ def populate(remote, work: Path, small: int, small_size: int, large_mb: int) -> 
 
 
 def fetch_buildml(remote, key: str, work: Path) -> float:
-    from buildml.store import LocalStore
-    from buildml.tiered_store import TieredStore
+    from buildml.store.local import LocalStore
+    from buildml.store.tiered import TieredStore
 
     dest = Path(tempfile.mkdtemp(dir=work))
     start = time.perf_counter()
@@ -90,7 +90,7 @@ def main() -> None:
     server = start_moto()
     os.environ.update(server.env)
     try:
-        from buildml.remote_store import RemoteStore
+        from buildml.store.remote import RemoteStore
 
         url = server.bucket("bench")
         remote = RemoteStore(url)

@@ -101,7 +101,7 @@ def bench_dataset(work: Path, files: int, size: int, repeat: int) -> dict:
 def bench_hashing(root: Path, repeat: int) -> dict:
     files = sorted(str(p) for p in (root / "raw").iterdir())
     total = sum(os.path.getsize(f) for f in files)
-    code = ("import sys, tempfile, time; from buildml.hasher import Hasher; from buildml.state import State\n"
+    code = ("import sys, tempfile, time; from buildml.engine.hasher import Hasher; from buildml.engine.state import State\n"
             "files = sys.argv[1:]; h = Hasher(State(tempfile.mkdtemp())); t = time.perf_counter(); h.files(files)\n"
             "print(time.perf_counter() - t)")
     inside = []
@@ -116,7 +116,7 @@ def bench_hashing(root: Path, repeat: int) -> dict:
     for name in ("xxhsum", "sha256sum"):
         if shutil.which(name):
             tool_args = [name, "-H2", *files] if name == "xxhsum" else [name, *files]
-            out[name] = total / median_of(lambda: run(tool_args, root, os.environ)[0], repeat)
+            out[name] = total / median_of(lambda tool_args=tool_args: run(tool_args, root, os.environ)[0], repeat)
     return out
 
 

@@ -14,7 +14,7 @@ import sys
 import time
 
 from buildml.hashing import digest_file
-from buildml.store import LocalStore
+from buildml.store.local import LocalStore
 
 
 def outputs(root: str, count: int, size: int) -> list[str]:

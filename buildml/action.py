@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .hashing import digest_record
-from .labels import Label
+from buildml.hashing import digest_record
+from buildml.labels import Label
 
+
+IMAGE_EXECUTOR = "docker-build"  # ActionSpec.executor of image targets (set by the image rule; the image builder's name)
 
 @dataclass(frozen=True)
 class ActionSpec:

@@ -11,21 +11,21 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
-from .events import Warning
-from .graph import analyse
-from .hasher import Hasher
-from .labels import parse_label
-from .loader import load_targets
-from .materialize import Materializer
-from .params import ParamsReader
-from .rebuilder import Rebuilder
-from .rule import RuleRegistry
-from .runner import Runner
-from .scheduler import Scheduler
-from .state import State
-from .store import LocalStore
-from .workspace import STATE_DIR, default_cache_dir, load_workspace
+from buildml.errors import UserError
+from buildml.events import Warning
+from buildml.analyse.graph import analyse
+from buildml.engine.hasher import Hasher
+from buildml.labels import parse_label
+from buildml.load.loader import load_targets
+from buildml.engine.materialize import Materializer
+from buildml.load.params import ParamsReader
+from buildml.engine.rebuilder import Rebuilder
+from buildml.load.schema import RuleRegistry
+from buildml.engine.runner import Runner
+from buildml.engine.scheduler import Scheduler
+from buildml.engine.state import State
+from buildml.store.local import LocalStore
+from buildml.load.workspace import STATE_DIR, default_cache_dir, load_workspace
 
 
 @dataclass
@@ -54,7 +54,7 @@ def default_registry(ws=None) -> RuleRegistry:
 
     if ws is None:
         return RuleRegistry(builtin_rules())
-    from .user_rules import workspace_rules
+    from buildml.load.user_rules import workspace_rules
 
     return RuleRegistry(workspace_rules(ws, builtin_rules()))
 
@@ -80,7 +80,7 @@ class Session:
     def graph(self):
         if self._graph is None:
             self._graph = analyse(self.ws, load_targets(self.ws, self.registry), self.registry)
-            from .executor_config import assign_executors, executor_settings  # who runs what; local ones skip images
+            from buildml.load.executor_settings import assign_executors, executor_settings  # who runs what; local ones skip images
 
             self.dropped_images = assign_executors(self._graph, executor_settings(self.ws.settings),
                                                    self.options.executor, self.warn)
@@ -90,7 +90,7 @@ class Session:
     def store(self):
         if self._store is None:
             cache = self.options.cache_dir or default_cache_dir(self.ws.settings, self.ws.root)
-            from .tiered_store import open_store
+            from buildml.store.tiered import open_store
 
             self._store = open_store(LocalStore(cache), self.ws.settings, self.options, self.warn, self.transfer)
         return self._store
@@ -106,7 +106,7 @@ class Session:
     def executor(self):
         """The local executor (or the one a test injected)."""
         if self._executor is None:
-            from .executors.local import LocalExecutor
+            from buildml.executors.local import LocalExecutor
 
             self._executor = LocalExecutor()
         return self._executor
@@ -115,7 +115,7 @@ class Session:
         """The executor that runs spec (its executor name resolved by the graph), or the one a test injected."""
         if self._injected:
             return self.executor()
-        from .executor_config import executor_for
+        from buildml.load.executor_settings import executor_for
 
         return executor_for(self, spec)
 
@@ -123,7 +123,7 @@ class Session:
     def containers(self):
         """The Docker engine side (image builds, container runs), made when a target first needs it."""
         if self.__dict__.get("_containers") is None:
-            from .containers import Containers
+            from buildml.executors.docker.containers import Containers
 
             self._containers = Containers(self.ws.settings.raw.get("docker"), self.graph.targets, self.warn, self.transfer)
         return self._containers
@@ -131,7 +131,7 @@ class Session:
     def cancel_all(self) -> None:
         """Stop every running action on every executor in use (Ctrl-C)."""
         self.executor().cancel()
-        from .executor_config import cancel_named
+        from buildml.load.executor_settings import cancel_named
 
         cancel_named(self)
         if self.__dict__.get("_containers") is not None:
@@ -142,18 +142,18 @@ class Session:
 
     def transfer(self, what: str, total: int | None = None, label=None):
         """A byte counter for a long transfer; reporters show it (live view rows, JSON lines)."""
-        from .progress import Progress
+        from buildml.store.progress import Progress
 
         return Progress(lambda event: self.emit(event), what, total, label)
 
     # -- commands --------------------------------------------------------------------------
     def select(self, patterns) -> list:
-        from .errors import LabelError
+        from buildml.errors import LabelError
 
         try:
             return self.graph.select(list(patterns) or ["//..."], self.current_package)
         except LabelError as exc:  # maybe an image target its executor made unnecessary
-            from .executor_config import explain_dropped
+            from buildml.load.executor_settings import explain_dropped
 
             raise explain_dropped(exc, patterns, getattr(self, "dropped_images", ()), self.current_package) from None
 
@@ -163,7 +163,7 @@ class Session:
 
     def build_labels(self, patterns) -> list:
         """Targets to build: wildcards (//..., :all) match no test targets; a test named exactly is included."""
-        from .labels import parse_pattern
+        from buildml.labels import parse_pattern
 
         named = {(p.package, p.name) for p in (parse_pattern(t, self.current_package) for t in patterns) if p.name}
         return [l for l in self.select(patterns) if not self.graph.specs[l].is_test or tuple(l) in named]
@@ -181,14 +181,14 @@ class Session:
         return self._run(self.test_labels(patterns), False)
 
     def _run(self, labels, dry_run: bool):
-        from .cache_admin import cache_lock, record_build
+        from buildml.store.admin import cache_lock, record_build
 
         self._check_overrides()
         scheduler = self._scheduler(dry_run)
         try:
             local = getattr(self.store, "local", self.store)
             if not dry_run:
-                from .leftovers import sweep
+                from buildml.store.leftovers import sweep
 
                 sweep(local.root / "tmp", lambda: cache_lock(local, exclusive=True))  # what killed builds left
             with cache_lock(local):
@@ -201,7 +201,7 @@ class Session:
 
     def _check_overrides(self) -> None:
         """A --param key that no target of the workspace selects is a typo: say so instead of ignoring it."""
-        from .errors import did_you_mean
+        from buildml.errors import did_you_mean
 
         selected = {key for spec in self.graph.specs.values() for _, keys in spec.params for key in keys}
         for key in self.options.param_overrides:
@@ -214,13 +214,13 @@ class Session:
         out_root = self.options.out_root or str(self.ws.root)
         materializer = Materializer(out_root, self.state, hasher, self.store, self.warn, self.ws.state_dir / "displaced")
         params = ParamsReader(self.ws.root, self.options.param_overrides)
-        from .base_images import base_images
-        from .external import external_data
+        from buildml.executors.docker.base_images import base_images
+        from buildml.engine.external import external_data
 
         rebuilder = Rebuilder(self.graph, self.state, hasher, params, self.store, materializer, self.options.rerun_tests,
                               external_data(self, dry_run), base_images(self, dry_run))
-        from .param_overrides import overrides_of
-        from .resources import Ledger, pools_for
+        from buildml.engine.param_overrides import overrides_of
+        from buildml.engine.resources import Ledger, pools_for
 
         ledger = Ledger(pools_for(self))  # cpus/gpus/memory per executor
         runner = Runner(self.store, self.executor_for, functools.cache(lambda: git_provenance(self.ws.root)),
@@ -255,8 +255,8 @@ class Session:
 
     def log(self, pattern: str) -> bytes:
         """The log of the last run of the target; its digest comes from the state and is checked there."""
-        from .errors import EnvironmentProblem
-        from .store import BlobMissing
+        from buildml.errors import EnvironmentProblem
+        from buildml.store.local import BlobMissing
 
         label = self.select([pattern])[0]
         digest = self.state.last_log(str(label))
@@ -273,7 +273,7 @@ class Session:
     def clean(self, everything: bool = False, displaced: bool = False):
         """Remove the outputs buildml wrote that are still as it wrote them (and, with everything, the workspace
         state but .buildml/displaced/; with displaced, that too). A Cleaned says what went and what stayed."""
-        from .clean import Cleaned, clean_state_dir, remove_outputs, remove_variant_trees
+        from buildml.engine.clean import Cleaned, clean_state_dir, remove_outputs, remove_variant_trees
 
         labels = list(self.graph.specs)  # a workspace that does not load is an error before anything is touched
         cleaned = Cleaned()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .labels import Label
+from buildml.labels import Label
 
 # Result statuses
 EXECUTED = "executed"

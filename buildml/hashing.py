@@ -1,7 +1,7 @@
 """Every digest buildml computes: file contents, Merkle trees and typed, versioned records.
 
 Digests are xxh3-128 (fast, not collision-resistant against a malicious writer; see
-cache/DESIGN.md). Each record's pre-image starts with SCHEMA and its record type, so
+buildml/CACHING.md). Each record's pre-image starts with SCHEMA and its record type, so
 bumping SCHEMA retires every old cache entry at once.
 """
 
@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover  (platforms without mmap read in chunks)
     mmap = None
 
 SCHEMA = "buildml/1"
+RACY_NS = 2_000_000_000  # a file changed this close to its stat being recorded is re-hashed, not trusted (git's racy timestamps)
 CHUNK = 1 << 20
 MMAP_MIN = 512 << 10  # below this one read() is as fast (measured: benchmarks/README.md)
 MMAP_WINDOW = 64 << 20  # mapped at a time (a multiple of the page size)

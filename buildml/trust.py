@@ -15,7 +15,7 @@ import os
 import re
 import stat
 
-from .errors import CacheCorruption
+from buildml.errors import CacheCorruption
 
 DIGEST_LEN = 32
 _DIGEST = re.compile(r"[0-9a-f]{32}")

@@ -1,8 +1,7 @@
 """`dataset`: a command that produces data (files or large directories) from sources, with optional checks."""
 
-from buildml.checks import validate_checks
-from buildml.errors import LoadError
-from buildml.rule import Attr, Rule, command_argv
+from buildml.rule import LoadError
+from buildml.rule import Attr, Rule, command_argv, validate_checks
 
 
 class DatasetRule(Rule):

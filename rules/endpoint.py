@@ -2,8 +2,8 @@
 
 import json
 
-from buildml.errors import LabelError, LoadError
-from buildml.labels import parse_label
+from buildml.rule import LabelError, LoadError
+from buildml.rule import parse_label
 from buildml.rule import COMMON_ATTRS, Attr, Rule, command_argv
 
 _KEEP_COMMON = ("kind", "doc", "deps", "exclude", "env", "executor", "image")

@@ -2,9 +2,7 @@
 
 import posixpath
 
-from buildml.containers import IMAGE_EXECUTOR  # the executor the engine picks for image actions
-from buildml.rule import COMMON_ATTRS, Attr, Rule
-from buildml.workspace import normalize_relpath
+from buildml.rule import COMMON_ATTRS, IMAGE_EXECUTOR, Attr, Rule, normalize_relpath
 
 _KEEP_COMMON = ("kind", "doc", "deps", "exclude")
 

@@ -1,6 +1,6 @@
 """`model`: a training command with selected params, metrics files and the resources it needs."""
 
-from buildml.errors import LoadError
+from buildml.rule import LoadError
 from buildml.rule import Attr, Rule, command_argv
 
 

@@ -2,7 +2,7 @@
 
 import re
 
-from buildml.errors import LoadError
+from buildml.rule import LoadError
 from buildml.rule import Attr, Rule, command_argv
 
 _CONDITION = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*(-?[0-9.eE+-]+)\s*$")

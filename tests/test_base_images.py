@@ -20,7 +20,7 @@ import yaml
 from conftest import WS, executed
 from test_docker import BUSYBOX, busybox_image, docker  # noqa: F401 (fixture)
 
-from buildml.base_images import from_refs, pin_dockerfile, repository_of
+from buildml.executors.docker.base_images import from_refs, pin_dockerfile, repository_of
 
 pytestmark = pytest.mark.docker
 

@@ -3,8 +3,8 @@
 import shutil
 
 from buildml.api import default_registry
-from buildml.loader import load_package
-from buildml.workspace import load_workspace
+from buildml.load.loader import load_package
+from buildml.load.workspace import load_workspace
 from conftest import REPO
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from buildml.dockerignore import biggest, filter_context, matcher, to_gitwildmatch
+from buildml.executors.docker.dockerignore import biggest, filter_context, matcher, to_gitwildmatch
 
 
 @pytest.mark.parametrize("patterns,path,excluded", [

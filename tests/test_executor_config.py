@@ -7,8 +7,8 @@ import pytest
 
 from buildml.api import Options, Session
 from buildml.errors import UserError
-from buildml.executor_config import ExecutorConfig, make_executor
-from buildml.workspace import read_settings
+from buildml.load.executor_settings import ExecutorConfig, make_executor
+from buildml.load.workspace import read_settings
 from conftest import executed
 
 
@@ -109,8 +109,8 @@ def test_a_target_can_ask_for_docker_under_a_local_default(ws):
 
 
 def test_ray_type_without_the_ray_executor_is_a_clear_user_error(monkeypatch):
-    """When buildml.executors.ray cannot be imported, a ray executor is a UserError saying what to install."""
-    monkeypatch.setitem(sys.modules, "buildml.executors.ray", None)
+    """When buildml.executors.ray.executor cannot be imported, a ray executor is a UserError saying what to install."""
+    monkeypatch.setitem(sys.modules, "buildml.executors.ray.executor", None)
     with pytest.raises(UserError) as err:
         make_executor(ExecutorConfig("trainer", "ray", {"address": "auto"}), session=None)
     assert "executor 'trainer' has type ray" in err.value.message and "buildml[ray]" in err.value.hint

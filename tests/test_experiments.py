@@ -7,8 +7,8 @@ import pytest
 from conftest import EXAMPLES, WS, executed
 from test_history import commit, init_repo
 
-from buildml import manifest_index
-from buildml.store import LocalStore
+from buildml.store import index as manifest_index
+from buildml.store.local import LocalStore
 
 
 @pytest.fixture(scope="module")

@@ -32,8 +32,8 @@ class Workspace:
 
     def __init__(self):
         from buildml.api import default_registry
-        from buildml.loader import load_package
-        from buildml.workspace import load_workspace
+        from buildml.load.loader import load_package
+        from buildml.load.workspace import load_workspace
 
         self.root = Path(tempfile.mkdtemp(prefix="buildml-fuzz-"))
         for rel, text in {"buildml.yaml": "", "params.yaml": "train: {lr: 0.1, epochs: 3}\n", "src/a.py": "x = 1\n",
@@ -47,8 +47,8 @@ class Workspace:
     def check(self, data: bytes) -> None:
         """Load and analyse data as the root BUILD.yaml; only a rendered user error may come out."""
         from buildml.errors import BuildmlError
-        from buildml.graph import analyse
-        from buildml.loader import load_package
+        from buildml.analyse.graph import analyse
+        from buildml.load.loader import load_package
 
         (self.root / "BUILD.yaml").write_bytes(data)
         try:
@@ -124,7 +124,7 @@ def test_alias_bombs_cost_no_time():
     import time
 
     from buildml.errors import LoadError
-    from buildml.yamlsrc import load_yaml
+    from buildml.load.yamlsrc import load_yaml
 
     start = time.monotonic()
     try:
@@ -164,9 +164,9 @@ if __name__ == "__main__":  # the atheris entry point: python tests/test_fuzz_lo
 
     sys.path.insert(0, str(REPO))
     with atheris.instrument_imports(include=["buildml"]):
-        import buildml.graph  # noqa: F401
-        import buildml.loader  # noqa: F401
+        import buildml.analyse.graph  # noqa: F401
+        import buildml.load.loader  # noqa: F401
         import buildml.rule  # noqa: F401
-        import buildml.yamlsrc  # noqa: F401
+        import buildml.load.yamlsrc  # noqa: F401
     atheris.Setup(sys.argv, fuzz_one)
     atheris.Fuzz()

@@ -21,13 +21,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from buildml.errors import BuildmlError
-from buildml.external import ExternalData
-from buildml.hasher import Hasher
+from buildml.engine.external import ExternalData
+from buildml.engine.hasher import Hasher
 from buildml.hashing import digest_bytes
-from buildml.lockfile import read_images, read_lock
-from buildml.materialize import Materializer
-from buildml.state import State
-from buildml.store import BlobMissing, LocalStore
+from buildml.load.lockfile import read_images, read_lock
+from buildml.engine.materialize import Materializer
+from buildml.engine.state import State
+from buildml.store.local import BlobMissing, LocalStore
 
 from conftest import WS
 

@@ -3,9 +3,10 @@
 import os
 import time
 
-from buildml.hasher import RACY_NS, Hasher
+from buildml.engine.hasher import Hasher
+from buildml.hashing import RACY_NS
 from buildml.hashing import digest_file
-from buildml.state import State
+from buildml.engine.state import State
 
 
 def old(path, seconds=10):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from buildml.checks import run_check
+from buildml.load.checks import run_check
 from conftest import executed
 
 DATASET = """

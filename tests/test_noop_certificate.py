@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from buildml.hasher import RACY_NS
+from buildml.hashing import RACY_NS
 from conftest import BIN, WS, executed
 
 SETTLE = RACY_NS / 1e9 + 0.2
@@ -165,7 +165,7 @@ def test_same_size_edit_with_the_old_mtime_rebuilds(pool):
 
 def test_racy_certificate_is_neither_written_nor_trusted(pool):
     """A no-op within the racy window of a change writes no certificate; one recorded racy is never trusted."""
-    from buildml.noop import read_certificate, write_certificate
+    from buildml.features.noop import read_certificate, write_certificate
 
     ws = pool("racy")
     cert_before = os.stat(cert(ws)).st_mtime_ns
@@ -344,8 +344,8 @@ def test_failures_tests_and_at_are_never_certified(ws):
 def test_uncertifiable_targets(tmp_path):
     """Images, external URLs and tests are refused by analysis alone (no Docker, no network)."""
     from buildml.api import Options, Session
-    from buildml.noop import NoopCertificate
-    from buildml.noop_paths import uncertifiable
+    from buildml.features.noop import NoopCertificate
+    from buildml.features.noop_paths import uncertifiable
 
     root = tmp_path / "ws"
     ws = make(root, tmp_path / "cache")
@@ -366,7 +366,7 @@ def test_uncertifiable_targets(tmp_path):
 
 def test_only_the_newest_certificates_are_kept(tmp_path):
     """One certificate per command line, the KEEP most recently written kept (no unbounded growth)."""
-    from buildml.noop import KEEP, cert_path, read_certificate, write_certificate
+    from buildml.features.noop import KEEP, cert_path, read_certificate, write_certificate
 
     body = {"root": str(tmp_path), "paths": [str(tmp_path / "a")], "sigs": [[1, 2, 3, 4]], "state": [], "state_sigs": []}
     for i in range(KEEP + 3):

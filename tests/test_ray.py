@@ -119,7 +119,7 @@ def test_without_a_remote_cache_the_ray_executor_is_refused(ws):
     ws.write("BUILD.yaml", "targets:\n  t: {executor: cluster, command: 'true'}\n")
     proc = ws.run("build", "//:t", check=2)
     assert "needs a shared remote cache" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
-    code = "import sys, buildml.cli, buildml.api, buildml.scheduler, buildml.executor_config; print('ray' in sys.modules)"
+    code = "import sys, buildml.cli, buildml.api, buildml.engine.scheduler, buildml.load.executor_settings; print('ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from buildml.errors import LoadError
-from buildml.yamlsrc import load_yaml
+from buildml.load.yamlsrc import load_yaml
 
 
 @pytest.fixture

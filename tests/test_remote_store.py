@@ -9,9 +9,9 @@ import pytest
 
 from buildml.errors import CacheCorruption
 from buildml.hashing import digest_bytes, digest_file
-from buildml.remote_store import RemoteStore
-from buildml.store import LocalStore
-from buildml.tiered_store import TieredStore
+from buildml.store.remote import RemoteStore
+from buildml.store.local import LocalStore
+from buildml.store.tiered import TieredStore
 from servers import start_moto
 
 
@@ -116,7 +116,7 @@ def test_batch_download_with_one_missing_blob(tmp_path, remote):
 
 def test_entry_with_a_missing_blob_is_not_offered_again(tmp_path, remote):
     """A remote manifest whose blob vanished gives BlobMissing once, then counts as a miss."""
-    from buildml.store import BlobMissing
+    from buildml.store.local import BlobMissing
 
     remote.put_action(K, _manifest(K, **{"gone.bin": "ab" * 16}))
     tiered = TieredStore(LocalStore(tmp_path / "local"), remote)

@@ -5,7 +5,7 @@ import time
 
 from buildml.api import Options, Session
 from buildml.executors.fake import FakeExecutor
-from buildml.resources import Ledger, Pool, machine_capacity
+from buildml.engine.resources import Ledger, Pool, machine_capacity
 
 JOBS = """
 targets:

@@ -131,7 +131,7 @@ def test_live_view_shows_byte_progress_of_transfers():
 
     from buildml.events import BuildStarted, TargetStarted, Transfer
     from buildml.labels import Label
-    from buildml.live import LiveReporter
+    from buildml.report.live import LiveReporter
 
     label = Label("", "fetch")
     reporter = LiveReporter(console=Console(file=io.StringIO(), width=100))

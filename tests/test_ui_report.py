@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from buildml.report import cache_hit_rate, critical_path
+from buildml.report.html import cache_hit_rate, critical_path
 from conftest import EXAMPLES, WS
 
 # The documented screenshot command (README, "Build report"), minus the file names.

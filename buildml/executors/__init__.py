@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
-from ..action import Action
-from ..masking import mask_text as mask  # noqa: F401  (executors mask each log line with it)
-from ..sandbox import Sandbox
+from buildml.action import Action
+from buildml.executors.masking import mask_text as mask  # noqa: F401  (executors mask each log line with it)
+from buildml.executors.sandbox import Sandbox
 
 
 @dataclass(frozen=True)

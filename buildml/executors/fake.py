@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from . import RunOutcome, RunRequest
+from buildml.executors import RunOutcome, RunRequest
 
 
 class FakeExecutor:

@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from . import RunOutcome, RunRequest, mask
+from buildml.executors import RunOutcome, RunRequest, mask
 
 
 class LocalExecutor:

@@ -13,9 +13,10 @@ import time
 import uuid
 from pathlib import Path
 
-from . import RunOutcome, RunRequest
-from .image_build import _logger, _normalize
-from ..docker_engine import engine_error
+from buildml.action import IMAGE_EXECUTOR
+from buildml.executors import RunOutcome, RunRequest
+from buildml.executors.docker.image_build import _logger, _normalize
+from buildml.executors.docker.engine import engine_error
 
 WORKSPACE = "/workspace"
 SERVING_USER = "65534:65534"  # nobody: the image never runs its server as root by default
@@ -29,7 +30,7 @@ def endpoint_of(spec) -> dict:
 
 def write_descriptor(ws: Path, serve: dict) -> Path:
     """Write <package>/.endpoint/<name>.json: how to serve it and the digest of every file it serves."""
-    from ..hashing import digest_file
+    from buildml.hashing import digest_file
 
     out = ws / serve["out"]
     files = {}
@@ -58,7 +59,7 @@ def _quote(value: str) -> str:
 class ServingImageBuilder:
     """Builds an endpoint's serving image, tagged <repository>:<key>; `missing` says when it left the engine."""
 
-    name = "docker-build"
+    name = IMAGE_EXECUTOR
 
     def __init__(self, engine, naming, image_ref, warn=lambda message: None):
         self.engine = engine
@@ -159,7 +160,7 @@ def _scratch_name() -> str:
 
 def _sweep_stale(client) -> None:
     """Remove scratch containers of builds on this host that were killed before cleaning up."""
-    from .docker import _alive
+    from buildml.executors.docker.run import _alive
 
     for c in client.containers.list(all=True, filters={"name": SCRATCH_PREFIX}):
         pid, _, rest = c.name[len(SCRATCH_PREFIX):].partition("-")

@@ -1,0 +1,69 @@
+"""File and directory digests behind the persistent stat cache.
+
+A file is re-read only when its (size, mtime_ns, ctime_ns, inode) changed. A file modified
+within RACY_NS of being hashed is not cached ("racy timestamp", as git documents): a second
+write in the same clock tick would otherwise go unnoticed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from buildml.hashing import RACY_NS, digest_file, is_executable
+
+PARALLEL_BYTES = 8 << 20  # hash in threads when at least this much must be read
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """A file's content digest, size and executable bit."""
+
+    digest: str
+    size: int
+    executable: bool
+
+
+class Hasher:
+    """Digests files by absolute path, consulting and updating a State's stat cache."""
+
+    def __init__(self, state, threads: int | None = None):
+        self.state = state
+        self.threads = threads or min(8, (os.cpu_count() or 2))
+        self.reads = 0  # files actually read (cache misses), for tests and benchmarks
+        self.seen: dict = {}  # path -> the stat signature its digest was taken at (for buildml/noop.py)
+
+    def file(self, path: str, st: os.stat_result | None = None) -> FileDigest:
+        """Digest of one regular file (path is absolute)."""
+        st = st or os.stat(path)
+        sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        self.seen[path] = sig
+        cached = self.state.file_entry(path)
+        if cached is not None and tuple(cached[:4]) == sig:
+            return FileDigest(cached[4], st.st_size, is_executable(st.st_mode))
+        digest = digest_file(path)
+        self.reads += 1
+        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > RACY_NS:
+            self.state.record_file(path, (*sig, digest))
+        return FileDigest(digest, st.st_size, is_executable(st.st_mode))
+
+    def files(self, paths: list[str]) -> dict[str, FileDigest]:
+        """Digests of many files, in the order of `paths`; cache misses are hashed in parallel when that pays."""
+        stats = {p: os.stat(p) for p in paths}
+        misses = [p for p, st in stats.items() if not self._fresh(p, st)]
+        result = {}
+        if sum(stats[p].st_size for p in misses) >= PARALLEL_BYTES and len(misses) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(self.threads) as pool:
+                for p, fd in zip(misses, pool.map(lambda p: self.file(p, stats[p]), misses)):
+                    result[p] = fd
+        for p, st in stats.items():
+            if p not in result:
+                result[p] = self.file(p, st)
+        return {p: result[p] for p in stats}
+
+    def _fresh(self, path: str, st) -> bool:
+        cached = self.state.file_entry(path)
+        return cached is not None and tuple(cached[:4]) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)

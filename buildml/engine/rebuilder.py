@@ -1,0 +1,225 @@
+"""The rebuilder: turn a target's resolved inputs into an Action and decide whether it must run.
+
+Keys are computed from input *content* digests (a dependency's output digests, never its key),
+so an upstream rebuild that yields identical bytes does not re-run anything downstream.
+Decisions carry their reasons, so `status` and `explain` only print what is known here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from buildml.action import Action, InputFile
+from buildml.action import IMAGE_EXECUTOR
+from buildml.errors import AnalysisError, UserError
+from buildml.executors.sandbox import Staged
+from buildml.trust import undecodable
+from buildml.load.workspace import SKIP_DIRS, inside
+
+RUN = "run"
+RESTORE = "restore"
+UP_TO_DATE = "up-to-date"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with an action, and why."""
+
+    what: str
+    reasons: tuple = ()
+    manifest: dict | None = None
+
+
+class Rebuilder:
+    """Builds actions from the graph and the results of their dependencies, and decides."""
+
+    def __init__(self, graph, state, hasher, params, store, materializer, rerun_tests: bool = False, externals=None,
+                 base_images=None):
+        self.rerun_tests = rerun_tests
+        self.externals = externals  # external.ExternalData: URL deps -> pinned store blobs
+        self.base_images = base_images  # base_images.BaseImages: FROM references -> pinned digests
+        self.graph, self.state, self.hasher = graph, state, hasher
+        self.params, self.store, self.materializer = params, store, materializer
+        self.root = str(graph.workspace.root)
+        self._dir_inside: dict = {}
+
+    # -- actions ------------------------------------------------------------------
+    def action_for(self, label, dep_results: dict) -> tuple[Action, list[Staged]]:
+        """The action of label, given the results (outputs) of the targets it depends on."""
+        spec = self.graph.specs[label]
+        inputs = self.graph.inputs[label]
+        staged: dict[str, Staged] = {}
+        files = self._source_files(label, inputs.sources)
+        if spec.context_filter:  # an image's context: what survives its .dockerignore
+            from buildml.executors.docker.dockerignore import filter_context
+
+            files = filter_context(self.root, *spec.context_filter, files)
+        digests = self.hasher.files([os.path.join(self.root, p) for p in files])
+        for path in files:
+            full = os.path.join(self.root, path)
+            fd = digests[full]
+            staged[path] = Staged(path, fd.digest, fd.executable, full)
+        for producer, sub in inputs.from_targets:
+            outputs = dep_results[producer].outputs
+            chosen = {p: m for p, m in outputs.items() if sub is None or p == sub or p.startswith(sub + "/")}
+            if sub is not None and not chosen and not any(o == sub for o in self.graph.specs[producer].outs):
+                raise AnalysisError(f"{label} reads {sub!r}, which {producer} did not produce")
+            for p, m in chosen.items():
+                staged.setdefault(p, Staged(p, m["digest"], m.get("exec", False),
+                                            fallback=os.path.join(self.materializer.out_root, p)))
+        if inputs.external:  # URL deps, staged at external/<scheme>/<host>/<path> by locked digest
+            staged.update((item.path, item) for item in self.externals.staged(inputs.external))
+        param_values = {f: self.params.select(f, keys, str(label)) for f, keys in spec.params}
+        image_key = None
+        if spec.image is not None:
+            image_key = dep_results[spec.image].key  # the image target's key, never the engine's image ID
+        pins = ()
+        if spec.executor == IMAGE_EXECUTOR and self.base_images is not None:  # its FROM references' digests
+            from buildml.executors.docker.base_images import dockerfile_pins
+
+            pins = dockerfile_pins(self.base_images, self.root, spec)
+        action = Action(spec, {p: InputFile(s.digest, 0, s.executable) for p, s in staged.items()},
+                        param_values, image_key, pins)
+        return action, list(staged.values())
+
+    def _source_files(self, label, sources) -> list[str]:
+        files: list[str] = []
+        for rel in sources:
+            full = os.path.join(self.root, rel)
+            _check_name(label, rel)
+            if self._escapes(full):
+                raise UserError(f"{rel} (a dep of {label}) is a symlink pointing outside the workspace",
+                                hint="declared inputs must stay inside the workspace")
+            if os.path.isdir(full):
+                files.extend(self._walk(label, rel, full))
+            elif os.path.isfile(full):
+                files.append(rel)
+            else:
+                raise UserError(f"dep {rel} of {label} does not exist", hint="create it or fix the deps of the target")
+        return sorted(set(files))
+
+    def _escapes(self, full: str) -> bool:
+        """True when full resolves outside the workspace; realpath only for links and new directories."""
+        if os.path.islink(full):
+            return not inside(self.root, full)
+        parent = os.path.dirname(full)
+        ok = self._dir_inside.get(parent)
+        if ok is None:
+            ok = self._dir_inside[parent] = inside(self.root, parent)
+        return not ok
+
+    def _walk(self, label, rel: str, full: str) -> list[str]:
+        owner = self.graph.out_owner
+        out = []
+        for dirpath, dirnames, filenames in os.walk(full, followlinks=False):
+            drel = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and f"{drel}/{d}" not in owner)
+            for name in filenames:
+                p = f"{drel}/{name}"
+                if p in owner:
+                    continue
+                fp = os.path.join(dirpath, name)
+                if os.path.islink(fp) and not inside(self.root, fp):
+                    raise UserError(f"{p} (in dep {rel} of {label}) is a symlink pointing outside the workspace",
+                                    hint="declared inputs must stay inside the workspace")
+                if os.path.isfile(fp):
+                    _check_name(label, p, rel)
+                    out.append(p)
+        return out
+
+    # -- decisions -------------------------------------------------------------------
+    def decide(self, label, action: Action) -> Decision:
+        """UP_TO_DATE (outputs in place), RESTORE (cache hit) or RUN, with reasons."""
+        key = action.key
+        if action.spec.is_test and self.rerun_tests:
+            return Decision(RUN, ("test results not taken from the cache (--no-cache-test-results)",))
+        last = self.state.last_build(str(label))
+        if last is not None and last.get("key") == key and self.materializer.intact(last["outputs"]):
+            return Decision(UP_TO_DATE)
+        manifest = self.store.get_action(key) if action.spec.cacheable else None
+        if manifest is not None and manifest.get("exit_code") == 0:
+            return Decision(RESTORE, ("outputs restored from cache",), manifest)
+        return Decision(RUN, self.reasons(label, action))
+
+    def reasons(self, label, action: Action) -> tuple:
+        """Why the action must run, compared with the last successful build of label."""
+        last = self.state.last_build(str(label))
+        if last is None:
+            return ("never built",)
+        return explain_difference(last, build_record(action, {}))
+
+
+def _check_name(label, path: str, dep: str = "") -> None:
+    """A UserError for an input whose name is not UTF-8 (keys, records and the state hold paths as UTF-8)."""
+    shown = undecodable(path)
+    if shown:
+        where = f" (in dep {dep})" if dep else ""
+        raise UserError(f"{shown}{where} of {label} has a file name that is not valid UTF-8",
+                        hint="rename it (buildml records paths as UTF-8 text), or move it out of the target's deps")
+
+
+def build_record(action: Action, outputs: dict) -> dict:
+    """What the state remembers of a successful build, to explain the next one."""
+    s = action.spec
+    settings = _settings(action)
+    return {
+        "key": action.key,
+        "argv": list(s.argv),
+        "env": dict(s.env),
+        "inputs": {p: f.digest for p, f in action.inputs.items()},
+        "params": action.param_values,
+        "image": action.image_key,
+        "outs": list(s.outs),
+        "rule": f"{s.kind}/{s.rule_version}",
+        "outputs": outputs,
+        **({"settings": settings} if settings else {}),
+    }
+
+
+def _settings(action: Action) -> dict:
+    """The keyed fields beyond command, env, inputs and params (only those set), to name them when they change."""
+    material = action.key_material()
+    named = {"extra": "rule settings", "checks": "checks", "base_images": "base images", "network": "network"}
+    return {label: material[field] for field, label in named.items() if material.get(field)}
+
+
+def _short(d) -> str:
+    return (d or "none")[:8]
+
+
+def explain_difference(old: dict, new: dict) -> tuple:
+    """Human reasons: which file, param key, command, env var, image or out changed."""
+    reasons = []
+    if old.get("argv") != new["argv"]:
+        reasons.append("command changed")
+    if old.get("rule") != new["rule"]:
+        reasons.append(f"rule changed ({old.get('rule')} -> {new['rule']})")
+    old_env, new_env = old.get("env", {}), new["env"]
+    for name in sorted(set(old_env) | set(new_env)):
+        if old_env.get(name) != new_env.get(name):
+            reasons.append(f"env {name} changed")
+    old_in, new_in = old.get("inputs", {}), new["inputs"]
+    for path in sorted(set(old_in) | set(new_in)):
+        a, b = old_in.get(path), new_in.get(path)
+        if a is None:
+            reasons.append(f"input {path} added")
+        elif b is None:
+            reasons.append(f"input {path} removed")
+        elif a != b:
+            reasons.append(f"input {path} changed ({_short(a)} -> {_short(b)})")
+    old_p, new_p = old.get("params", {}), new["params"]
+    for file in sorted(set(old_p) | set(new_p)):
+        a, b = old_p.get(file, {}), new_p.get(file, {})
+        for key in sorted(set(a) | set(b)):
+            if a.get(key, "<unset>") != b.get(key, "<unset>"):
+                reasons.append(f"param {key} changed ({a.get(key, '<unset>')} -> {b.get(key, '<unset>')})")
+    if old.get("image") != new["image"]:
+        reasons.append(f"image changed ({_short(old.get('image'))} -> {_short(new['image'])})")
+    if sorted(old.get("outs", [])) != sorted(new["outs"]):
+        reasons.append("outs changed")
+    old_s, new_s = old.get("settings", {}), new.get("settings", {})
+    reasons.extend(f"{name} changed" for name in sorted(set(old_s) | set(new_s)) if old_s.get(name) != new_s.get(name))
+    if not reasons:
+        reasons.append("outputs missing from the cache" if old.get("key") == new["key"] else "cache schema changed")
+    return tuple(reasons)

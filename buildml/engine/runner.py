@@ -1,0 +1,234 @@
+"""Run one action for real: stage a sandbox, execute, store outputs and the log, write the manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import sys
+import time
+
+from filelock import FileLock
+
+from buildml import __version__
+from buildml.load.checks import checked_outcome
+from buildml.errors import LoadError, UserError
+from buildml.executors import RunRequest
+from buildml.hashing import digest_file
+from buildml.executors.masking import mask_data, masks_for, secret_in_outputs
+from buildml.load.plain import to_plain
+from buildml.executors.sandbox import Sandbox
+from buildml.store.local import disk_error
+from buildml.trust import undecodable
+from buildml.load.yamlsrc import load_yaml
+
+LOG_TAIL_LINES = 30
+BASE_ENV_NAMES = ("LANG", "LC_ALL", "TZ")
+
+
+def action_env(spec, sandbox: Sandbox, caller_env: dict) -> tuple[dict, tuple]:
+    """The command's environment: documented basics, declared env, and secrets (with the forms to mask:
+    masking.masks_for of their values)."""
+    path = os.path.dirname(sys.executable) + os.pathsep + caller_env.get("PATH", os.defpath)
+    env = {
+        "PATH": path,
+        "HOME": str(sandbox.home),
+        "TMPDIR": str(sandbox.tmp),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "BUILDML_WORKSPACE": str(sandbox.ws),
+    }
+    env.update(dict(spec.env))
+    for name in spec.secrets:
+        if name not in caller_env:
+            raise UserError(f"secret {name} needed by {spec.label} is not set in the environment",
+                            hint=f"export {name}=... before running buildml")
+        env[name] = caller_env[name]
+    return env, masks_for(caller_env[name] for name in spec.secrets)
+
+
+def tail(path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def read_metrics(path, name: str) -> object:
+    """A metrics file's data as plain JSON data (dates as ISO text, see plain.to_plain), or None when unreadable.
+    name (the out's path) picks the parser: JSON for .json, else YAML.
+
+    The file is an action's output, so it is read as untrusted YAML: aliases capped, no tags beyond plain data.
+    """
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+        data = json.loads(text) if name.endswith(".json") else load_yaml(text, os.path.basename(name)).data
+    except (OSError, ValueError, RecursionError, LoadError):
+        return None
+    return to_plain(data)
+
+
+def screened(outcome, sandbox: Sandbox, spec, secrets: dict, log_path):
+    """The outcome, turned into a failure (logged) when an output holds a secret's value, unless the target
+    declares secrets_in_outputs: nothing is then stored, so a secret never reaches a shared cache."""
+    if outcome.exit_code != 0 or not secrets or spec.secrets_in_outputs or not spec.outs:
+        return outcome
+    found = secret_in_outputs(sandbox.ws, sandbox.collect(spec.outs), secrets)
+    if found is None:
+        return outcome
+    failure = (f"out {found[0]} holds the value of secret {found[1]}: outputs are cached and shared, so they must "
+               f"not hold secrets; write it elsewhere, or set secrets_in_outputs: true on {spec.label}")
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"buildml: {failure}\n")
+    return dataclasses.replace(outcome, exit_code=1, detail=failure)
+
+
+def misnamed(outputs: dict) -> str:
+    """Why the outputs cannot be recorded (a file name that is not UTF-8, shown with backslash escapes), or ''."""
+    for path in outputs:
+        shown = undecodable(path)
+        if shown:
+            return (f"output {shown} has a file name that is not valid UTF-8: buildml records output paths as "
+                    "UTF-8 text; rename it in the command")
+    return ""
+
+
+class Runner:
+    """Executes RUN decisions on an executor and records the results in the store."""
+
+    def __init__(self, store, executor_for, provenance, caller_env: dict | None = None, devices=None, overrides=None):
+        self.store = store
+        self.devices = devices or (lambda action: {})  # action -> {"CUDA_VISIBLE_DEVICES": ...} of the GPUs it holds
+        self.overrides = overrides or (lambda action: {})  # action -> the --param overrides it was built with
+        self.executor_for = executor_for  # spec -> Executor
+        self.provenance = provenance  # () -> build-wide facts: git commit, dirty
+        self.caller_env = dict(os.environ if caller_env is None else caller_env)
+
+    def run(self, action, staged, on_line, use_cache: bool = True) -> tuple[dict | None, object, str, str]:
+        """Execute under a per-key lock; return (manifest or None, outcome, log digest, log tail).
+
+        Under the lock the cache is checked again (unless use_cache is false): another process
+        may have built the same key meanwhile.
+        """
+        spec = action.spec
+        with FileLock(str(self.store.lock_path(action.key))):
+            if spec.cacheable and use_cache:
+                done = self.store.get_action(action.key)
+                if done is not None and done.get("exit_code") == 0 and not self.missing(action) and \
+                        all(self.store.has_blob(m["digest"]) for m in done.get("outputs", {}).values()):
+                    return done, None, done.get("log"), ""  # another process built it meanwhile
+            return self._run_unlocked(action, staged, on_line)
+
+    def missing(self, action) -> str:
+        """Why a result kept outside the store (an image in the Docker engine) is gone, or ''."""
+        check = getattr(self.executor_for(action.spec), "missing", None)
+        return check(action) if check else ""
+
+    def _run_unlocked(self, action, staged, on_line):
+        spec = action.spec
+        sandbox = Sandbox(self.store.tempdir("sandbox-"))
+        try:
+            sandbox.stage(self.store, staged, _params_by_file(action), spec.workdir, spec.outs)
+            env, masks = action_env(spec, sandbox, self.caller_env)
+            env.update(self.devices(action))
+            log_path = sandbox.root / "action.log"
+            log_path.touch()
+            executor = self.executor_for(spec)
+            started = time.time()
+            outcome = executor.run(RunRequest(action, sandbox, env, log_path, on_line, masks))
+            outcome = checked_outcome(outcome, spec.checks, sandbox.ws, log_path)  # dataset checks, on this host
+            outcome = screened(outcome, sandbox, spec, {n: self.caller_env[n] for n in spec.secrets}, log_path)
+            log_digest = digest_file(log_path)
+            self.store.put_file(log_path, log_digest)
+            log_tail = tail(log_path)
+            if outcome.exit_code != 0:
+                return None, outcome, log_digest, log_tail
+            outputs, metrics = self._store_outputs(sandbox, spec)
+            bad_name = misnamed(outputs)
+            if bad_name:
+                return None, dataclasses.replace(outcome, exit_code=1, detail=bad_name), log_digest, log_tail
+            metrics = mask_data(metrics, masks)  # where secrets_in_outputs allowed them
+            manifest = self._manifest(action, outcome, outputs, metrics, log_digest, started)
+            if spec.cacheable:
+                self.store.put_action(action.key, manifest)
+            return manifest, outcome, log_digest, log_tail
+        except OSError as exc:  # a full disk, a vanished directory: say so, never a traceback
+            raise disk_error(exc, f"running {spec.label}") from None
+        finally:
+            sandbox.remove()
+
+    def _store_outputs(self, sandbox: Sandbox, spec) -> tuple[dict, dict]:
+        """Store every output, collected without following links; metrics are read from the stored blobs.
+
+        Outputs are copied in (cloned where the file system can), digested in the same pass: a process the
+        command left behind may still hold one open, and a file renamed in would be the very blob it rewrites.
+        Only the Docker executor's are renamed in: run() returns after removing the container, which kills
+        every process of the action, so nothing can hold, rewrite or relink what collect() checked.
+        """
+        from buildml.executors.docker.run import DockerExecutor
+
+        rename = isinstance(self.executor_for(spec), DockerExecutor)
+        outputs = {}
+        for path, (full, executable) in sorted(sandbox.collect(spec.outs).items()):
+            if rename:
+                digest = self.store.put_file(full, digest_file(full), move=True)
+            else:
+                fd = sandbox.open_output(path)
+                try:
+                    digest = self.store.put_file(fd)
+                finally:
+                    os.close(fd)
+            size = os.path.getsize(self.store.blob_path(digest))  # of the bytes stored
+            outputs[path] = {"digest": digest, "size": size, "exec": executable}
+        metrics = {p: read_metrics(self.store.blob_path(outputs[p]["digest"]), p) for p in spec.metrics if p in outputs}
+        return outputs, metrics
+
+    def _manifest(self, action, outcome, outputs, metrics, log_digest, started) -> dict:
+        spec = action.spec
+        out_dirs = [o for o in spec.outs if o not in outputs]
+        return {
+            "schema": 1,
+            "key": action.key,
+            "label": str(spec.label),
+            "kind": spec.kind,
+            "exit_code": outcome.exit_code,
+            "outputs": outputs,
+            "out_dirs": out_dirs,
+            "metrics": metrics,
+            "log": log_digest,
+            "provenance": {
+                "command": list(spec.argv),
+                "env": dict(spec.env),
+                "secrets": list(spec.secrets),
+                "inputs": {p: f.digest for p, f in sorted(action.inputs.items())},
+                "params": action.param_values,
+                **({"param_overrides": self.overrides(action)} if self.overrides(action) else {}),
+                "image_key": action.image_key,
+                "executor": outcome.executor,
+                "host": outcome.host or socket.gethostname(),
+                "started": started,
+                "duration": round(outcome.duration, 3),
+                **outcome.extra,
+                **self.provenance(),
+                "buildml_version": __version__,
+            },
+        }
+
+
+def _params_by_file(action) -> dict:
+    return {f: vals for f, vals in action.param_values.items() if f not in action.inputs}
+
+
+def failure_message(outcome) -> str:
+    if outcome.detail:
+        return outcome.detail
+    return f"exit code {outcome.exit_code}"
+

@@ -1,0 +1,1 @@
+"""docker: see buildml/ARCHITECTURE.md."""

@@ -1,0 +1,137 @@
+"""The Docker engine of a session: one client chosen the docker SDK's way, image refs, clear errors."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from buildml.errors import EnvironmentProblem, LoadError
+
+SETTINGS = ("host", "registry", "context_warn_mb", "transfer")
+CONTAINER_LABEL = "buildml"  # every container we start carries it (value: our pid@host)
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    """The `docker:` mapping of buildml.yaml."""
+
+    host: str | None = None
+    registry: str | None = None
+    context_warn_bytes: int = 100 << 20
+    transfer: str | None = None  # mount (bind the sandbox; local engines) or copy (tar in and out; remote engines)
+
+
+def docker_settings(raw) -> DockerSettings:
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise LoadError("docker must be a mapping", hint="e.g. docker: {host: ssh://gpu-box, registry: registry.example.com/ml}")
+    for key in raw:
+        if key not in SETTINGS:
+            raise LoadError(f"unknown docker setting {key!r}", hint="known: " + ", ".join(SETTINGS))
+    warn_mb = raw.get("context_warn_mb", 100)
+    if isinstance(warn_mb, bool) or not isinstance(warn_mb, (int, float)) or warn_mb <= 0:
+        raise LoadError(f"docker.context_warn_mb must be a positive number of MB, not {warn_mb!r}")
+    if raw.get("transfer") not in (None, "mount", "copy"):
+        raise LoadError(f"docker.transfer must be mount or copy, not {raw['transfer']!r}",
+                        hint="mount binds the sandbox (the engine shares this disk); copy sends it as a tar")
+    return DockerSettings(raw.get("host"), raw.get("registry"), int(warn_mb * (1 << 20)), raw.get("transfer"))
+
+
+def default_repository(label) -> str:
+    """buildml/<package>/<name>, lower-cased into Docker's repository alphabet."""
+    text = "/".join(p for p in ("buildml", label.package, label.name) if p).lower()
+    return re.sub(r"[^a-z0-9._/-]+", "-", text)
+
+
+class Engine:
+    """A lazily created docker SDK client; `DOCKER_HOST` wins over the docker.host setting."""
+
+    def __init__(self, settings: DockerSettings):
+        self.settings = settings
+        self._client = None
+
+    @property
+    def host(self) -> str:
+        return os.environ.get("DOCKER_HOST") or self.settings.host or "unix:///var/run/docker.sock"
+
+    @property
+    def is_local(self) -> bool:
+        return self.host.startswith("unix://")
+
+    def client(self):
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self):
+        import docker
+
+        try:
+            client = docker.DockerClient(base_url=self.host, use_ssh_client=self.host.startswith("ssh://"),
+                                         timeout=600)
+            client.ping()
+            return client
+        except docker.errors.DockerException as exc:
+            raise EnvironmentProblem(
+                f"cannot reach the Docker engine at {self.host}: {_short(exc)}",
+                hint="start it (e.g. `sudo systemctl start docker`), point DOCKER_HOST or docker.host in buildml.yaml "
+                     "at a running engine, or run without containers: `buildml build --executor local`") from None
+
+    def image_present(self, ref: str) -> bool:
+        import docker
+
+        try:
+            self.client().images.get(ref)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+        except docker.errors.APIError as exc:
+            raise engine_error(exc, f"inspecting image {ref}") from None
+
+    def pull_from_registry(self, repository: str, tag: str) -> bool:
+        """Fetch <registry>/<repository>:<tag> and tag it locally; False when no registry has it."""
+        import docker
+
+        if not self.settings.registry:
+            return False
+        remote = f"{self.settings.registry.rstrip('/')}/{repository}"
+        try:
+            image = self.client().images.pull(remote, tag=tag)
+        except docker.errors.DockerException:
+            return False
+        image.tag(repository, tag)
+        return True
+
+    def push(self, repository: str, tag: str, on_line) -> None:
+        remote = f"{self.settings.registry.rstrip('/')}/{repository}"
+        client = self.client()
+        client.images.get(f"{repository}:{tag}").tag(remote, tag)
+        for chunk in client.api.push(remote, tag=tag, stream=True, decode=True):
+            if "error" in chunk:
+                raise EnvironmentProblem(f"push of {remote}:{tag} failed: {chunk['error']}",
+                                         hint="check `docker login` for the registry in docker.registry")
+            if chunk.get("status"):
+                on_line(f"push: {chunk['status']} {chunk.get('progress', '')}".rstrip())
+
+
+def engine_error(exc, doing: str) -> EnvironmentProblem:
+    """An engine API error as a message saying what to do."""
+    text = _short(exc)
+    if "no space left" in text.lower():
+        return EnvironmentProblem(f"the Docker engine is out of disk while {doing}",
+                                  hint="free space: `docker system prune` (and check `docker system df`)")
+    if "device driver" in text or "capabilities: [[gpu]]" in text:
+        return EnvironmentProblem(f"{doing}: GPUs requested but the Docker engine has no GPU runtime",
+                                  hint="install the NVIDIA container toolkit on the engine's host, or drop resources.gpus")
+    return EnvironmentProblem(f"Docker engine error while {doing}: {text}")
+
+
+def _short(exc) -> str:
+    text = getattr(exc, "explanation", None) or str(exc)
+    errno = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(text))
+    if errno:
+        return errno.group(1).strip()
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return str(text).strip().splitlines()[0][:300] if str(text).strip() else type(exc).__name__

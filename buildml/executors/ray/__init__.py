@@ -1,0 +1,1 @@
+"""ray: see buildml/ARCHITECTURE.md."""

@@ -1,0 +1,1 @@
+"""load: see buildml/ARCHITECTURE.md."""

@@ -1,0 +1,151 @@
+"""Load phase: find every BUILD.yaml under the workspace and turn it into validated Targets."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from types import MappingProxyType
+
+from buildml.errors import LoadError, did_you_mean
+from buildml.labels import _NAME, Label
+from buildml.load.schema import RuleRegistry, Target
+from buildml.load.workspace import BUILD_FILE, ROOT_FILE, SKIP_DIRS, Workspace
+from buildml.hashing import RACY_NS
+from buildml.trust import undecodable
+from buildml.load.yamlsrc import LazyDocument, load_yaml_file
+
+_TOP_KEYS = ("targets",)
+
+
+def find_packages(root) -> list[str]:
+    """Package paths (workspace-relative, '' for the root) of every directory holding BUILD.yaml."""
+    packages = []
+    root = str(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        rel = "" if rel == "." else rel.replace(os.sep, "/")
+        if rel and ROOT_FILE in filenames:  # a nested workspace is not ours
+            dirnames[:] = []
+            continue
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
+        if BUILD_FILE in filenames:
+            if undecodable(rel):
+                raise LoadError(f"package directory {undecodable(rel)} has a name that is not valid UTF-8",
+                                hint="rename it: labels and paths are UTF-8 text")
+            packages.append(rel)
+    return packages
+
+
+def load_package(ws: Workspace, package: str, registry: RuleRegistry, cache: "LoadCache | None" = None) -> dict[Label, Target]:
+    """Parse and validate one package's BUILD.yaml."""
+    display = f"{package}/{BUILD_FILE}" if package else BUILD_FILE
+    path = os.path.join(ws.abspath(package), BUILD_FILE)
+    cached = cache.get(path) if cache else None
+    if cached is not None:
+        doc, data = LazyDocument(path, display), cached
+    else:
+        doc = load_yaml_file(path, display)
+        data = doc.data
+        if cache:
+            cache.put(path, data)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise LoadError("a BUILD file must be a mapping with a 'targets:' key", location=doc.where(()),
+                        hint="start the file with `targets:` and indent each target under it")
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise LoadError(f"unknown top-level key {key!r}", location=doc.where((key,)),
+                            hint=did_you_mean(str(key), _TOP_KEYS) or "a BUILD file has one key: targets")
+    targets = data.get("targets") or {}
+    if not isinstance(targets, dict):
+        raise LoadError("'targets' must be a mapping from target name to its fields", location=doc.where(("targets",)))
+    out = {}
+    for name, raw in targets.items():
+        target = _load_target(doc, package, name, raw, registry)
+        out[target.label] = target
+    return out
+
+
+def _load_target(doc, package: str, name, raw, registry: RuleRegistry) -> Target:
+    path = ("targets", name)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise LoadError(f"invalid target name {name!r}", location=doc.where(path),
+                        hint="names use letters, digits and _ . - + = , @ ~")
+    if not isinstance(raw, dict):
+        raise LoadError(f"target {name!r} must be a mapping of fields", location=doc.where(path),
+                        hint="e.g.\n    train:\n      command: python train.py")
+    kind = raw.get("kind", "command")
+    rule = registry.get(kind) if isinstance(kind, str) else None
+    if rule is None:
+        raise LoadError(f"unknown kind {kind!r}", location=doc.where(path + ("kind",)), field=f"{name}.kind",
+                        hint=did_you_mean(str(kind), registry.kinds()) or "kinds: " + ", ".join(registry.kinds()))
+    attrs = rule.validate(name, raw, doc, path, package)
+    attrs.setdefault("kind", kind)
+    return Target(Label(package, name), kind, MappingProxyType(attrs), doc, path)
+
+
+def load_targets(ws: Workspace, registry: RuleRegistry) -> dict[Label, Target]:
+    """Every target of the workspace (unchanged BUILD files come from the load cache)."""
+    targets: dict[Label, Target] = {}
+    cache = LoadCache(ws.state_dir / "load-cache.json", registry)
+    for package in find_packages(ws.root):
+        targets.update(load_package(ws, package, registry, cache))
+    cache.save()
+    return targets
+
+
+class LoadCache:
+    """Parsed BUILD file data keyed by the file's stat signature, in one JSON file.
+
+    JSON, never pickle: a cache file committed by mistake (or by an attacker) is data, not code.
+    Validation still runs on every load; only YAML parsing is skipped.
+    """
+
+    def __init__(self, path, registry: RuleRegistry):
+        from buildml import __version__
+
+        self.path = path
+        self.stamp = f"{__version__}:{','.join(registry.kinds())}"
+        self.entries: dict = {}
+        self.dirty = False
+        try:
+            with open(path) as f:
+                saved = json.load(f)
+            if saved.get("stamp") == self.stamp:
+                self.entries = saved.get("files", {})
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    @staticmethod
+    def _sig(path: str):
+        st = os.stat(path)
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+    def get(self, path: str):
+        entry = self.entries.get(path)
+        if entry is None or entry[0] != self._sig(path) or time.time_ns() - entry[0][1] < RACY_NS:
+            return None
+        return entry[1]
+
+    def put(self, path: str, data) -> None:
+        try:
+            if json.loads(json.dumps(data)) != data:  # only plain JSON-shaped data round-trips exactly
+                return
+        except (TypeError, ValueError):
+            return
+        self.entries[path] = [self._sig(path), data]
+        self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            tmp = f"{self.path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump({"stamp": self.stamp, "files": self.entries}, f)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a cache that cannot be written only costs speed

@@ -1,0 +1,313 @@
+"""The rule interface: attribute schemas, validation with locations, and the rule registry.
+
+Built-in kinds live in `rules/` (installed as `buildml.rules`) and use only this module, the
+same interface a workspace's own rules use.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import shlex
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from buildml.action import ActionSpec
+from buildml.errors import LazyLocation, LoadError, did_you_mean
+from buildml.labels import Label, parse_label
+from buildml.errors import LabelError
+from buildml.trust import RESERVED
+from buildml.load.workspace import normalize_relpath
+
+
+@dataclass(frozen=True)
+class Attr:
+    """One attribute of a kind: its type, default, and a line of documentation."""
+
+    type: str  # string | command | strings | params | env | bool | number | mapping | label | resources
+    doc: str = ""
+    default: object = None
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Target:
+    """A validated target as loaded from a BUILD file."""
+
+    label: Label
+    kind: str
+    attrs: MappingProxyType
+    doc: object  # the yamlsrc.Document it came from
+    path: tuple  # its key path in that document
+
+    def where(self, *attr_path):
+        """Location of this target or one of its attributes (resolved only when shown)."""
+        return LazyLocation(self.doc, self.path + attr_path)
+
+    def get(self, name, default=None):
+        return self.attrs.get(name, default)
+
+
+COMMON_ATTRS = {
+    "kind": Attr("string", "the rule: command (default), test, ..."),
+    "doc": Attr("string", "a line describing the target"),
+    "deps": Attr("strings", "what the target reads: labels, files, directories, globs (!pattern excludes)"),
+    "exclude": Attr("strings", "globs removed from deps"),
+    "outs": Attr("strings", "files or directories the command produces, relative to the package"),
+    "metrics": Attr("strings", "outs that are JSON/YAML metrics files"),
+    "params": Attr("params", "selected keys of params.yaml: [train.lr] or [{other.yaml: [key]}]"),
+    "env": Attr("env", "environment variables the command sees; part of the key"),
+    "secrets": Attr("strings", "names of caller env vars passed to the command, never keyed or logged"),
+    "secrets_in_outputs": Attr("bool", "outs may hold a secret's value (default false: that fails the action)"),
+    "resources": Attr("resources", "cpus, gpus, memory the action needs"),
+    "timeout": Attr("number", "seconds before the action is killed"),
+    "executor": Attr("string", "local (default), or a named executor from buildml.yaml"),
+    "image": Attr("label", "label of an image target to run in"),
+    "network": Attr("bool", "allow network access in containers (default false)", default=False),
+    "tags": Attr("strings", "free-form tags"),
+    "tolerance": Attr("mapping", "metric: allowed absolute difference when `buildml verify` re-runs the target"),
+}
+
+
+class Rule:
+    """A target kind. Subclasses set `kind`, `version`, extra `attrs`, and implement analyse()."""
+
+    kind = ""
+    version = "1"
+    attrs: dict = {}
+
+    def schema(self) -> dict:
+        return {**COMMON_ATTRS, **self.attrs}
+
+    def validate(self, name: str, raw: dict, doc, path: tuple, package: str) -> dict:
+        """Check every attribute against the schema; return the normalized values."""
+        schema = self.schema()
+        out = {}
+        for key, value in raw.items():
+            attr = schema.get(key)
+            if attr is None:
+                raise LoadError(f"unknown field {key!r} for kind {self.kind!r}", location=doc.where(path + (key,)),
+                                field=f"{name}.{key}", hint=did_you_mean(str(key), schema) or "fields: " + ", ".join(sorted(schema)))
+            out[key] = check_value(attr, value, doc, path + (key,), f"{name}.{key}", package)
+        for key, attr in schema.items():
+            if attr.required and key not in out:
+                raise LoadError(f"missing required field {key!r} for kind {self.kind!r}", location=doc.where(path),
+                                field=name, hint=attr.doc)
+            if key not in out and attr.default is not None:
+                out[key] = attr.default
+        return out
+
+    def analyse(self, target: Target) -> ActionSpec:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    # helpers for subclasses ----------------------------------------------------
+    def base_spec(self, target: Target, argv: tuple, **extra) -> ActionSpec:
+        """The ActionSpec fields every command-like kind shares."""
+        a = target.attrs
+        pkg = target.label.package
+        outs = tuple(out_path(pkg, o, target.where("outs", i), "outs") for i, o in enumerate(a.get("outs", ())))
+        metrics = tuple(out_path(pkg, m, target.where("metrics", i), "metrics") for i, m in enumerate(a.get("metrics", ())))
+        outs = outs + tuple(m for m in metrics if m not in outs)
+        fields = dict(
+            label=target.label, kind=self.kind, rule_version=self.version, argv=argv, workdir=pkg,
+            deps=tuple(a.get("deps", ())), excludes=tuple(a.get("exclude", ())), outs=outs, metrics=metrics,
+            params=params_files(target), env=tuple(sorted(a.get("env", {}).items())),
+            secrets=tuple(a.get("secrets", ())), image=a.get("image"), network=a.get("network", False),
+            secrets_in_outputs=a.get("secrets_in_outputs", False),
+            resources=tuple(sorted(a.get("resources", {}).items())), timeout=a.get("timeout"),
+            executor=a.get("executor"),
+        )
+        fields.update(extra)
+        return ActionSpec(**fields)
+
+
+def out_path(package: str, path: str, where, field: str) -> str:
+    """Workspace-relative form of an out or metrics path; never buildml's or git's own paths."""
+    rel = normalize_relpath(package, path, where, field)
+    parts = rel.split("/")
+    owned = parts[0] if parts[0] in RESERVED else ".git" if ".git" in parts else ""
+    if owned:
+        raise LoadError(f"{'out' if field == 'outs' else 'metrics file'} {path!r} "
+                        f"{'names' if parts[-1] == owned else 'lies inside'} {owned}, which belongs to "
+                        f"{'git' if owned == '.git' else 'buildml'}", location=where, field=field,
+                        hint="declare outputs elsewhere in the workspace, e.g. out/ or models/")
+    return rel
+
+
+def command_argv(command) -> tuple[str, ...]:
+    """A string runs under `sh -c`; a list is argv."""
+    if isinstance(command, str):
+        return ("sh", "-c", command)
+    return tuple(command)
+
+
+def params_files(target: Target) -> tuple:
+    """Normalize DVC-style params into ((file, (keys...)), ...), files workspace-relative."""
+    pkg = target.label.package
+    by_file: dict = {}
+    for i, item in enumerate(target.attrs.get("params", ())):
+        if isinstance(item, str):
+            file, keys = "params.yaml", [item]
+        else:
+            (file, keys), = item.items()
+        path = normalize_relpath(pkg, file, target.where("params", i), "params")
+        by_file.setdefault(path, [])
+        by_file[path].extend(k for k in keys if k not in by_file[path])
+    return tuple((f, tuple(ks)) for f, ks in sorted(by_file.items()))
+
+
+def _type_error(doc, path, field, expected, value):
+    return LoadError(f"expected {expected}, got {type(value).__name__} {value!r:.60}", location=doc.where(path), field=field)
+
+
+def check_value(attr: Attr, value, doc, path: tuple, field: str, package: str):
+    """Validate and normalize one attribute value."""
+    t = attr.type
+    if t == "string":
+        if not isinstance(value, str):
+            raise _type_error(doc, path, field, "a string", value)
+        return value
+    if t == "command":
+        if isinstance(value, str) and value.strip():
+            return _no_nul(value, doc, path, field)
+        if isinstance(value, list) and value and all(isinstance(v, (str, int, float)) for v in value):
+            return [_no_nul(str(v), doc, path + (i,), field) for i, v in enumerate(value)]
+        raise _type_error(doc, path, field, "a command string or a non-empty list of arguments", value)
+    if t == "strings":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise _type_error(doc, path, field, "a list of strings", value)
+        for i, v in enumerate(value):
+            if not isinstance(v, str) or not v:
+                raise _type_error(doc, path + (i,), field, "a non-empty string", v)
+            _no_nul(v, doc, path + (i,), field)
+        return tuple(value)
+    if t == "params":
+        return _check_params(value, doc, path, field)
+    if t == "env":
+        if not isinstance(value, dict):
+            raise _type_error(doc, path, field, "a mapping of NAME: value", value)
+        env = {}
+        for k, v in value.items():
+            if not isinstance(k, str) or not k or "=" in k or "\0" in k:
+                raise LoadError(f"invalid environment variable name {k!r}", location=doc.where(path + (k,)), field=field)
+            if not isinstance(v, _ENV_SCALARS):  # a list, a mapping, null, !!binary bytes
+                raise _type_error(doc, path + (k,), f"{field}.{k}", "a string or number", v)
+            env[k] = _no_nul(str(v).lower() if isinstance(v, bool) else str(v), doc, path + (k,), f"{field}.{k}")
+        return env
+    if t == "bool":
+        if not isinstance(value, bool):
+            raise _type_error(doc, path, field, "true or false", value)
+        return value
+    if t == "number":
+        if not _finite(value) or not 0 < value <= NUMBER_MAX:
+            raise _type_error(doc, path, field, f"a finite positive number (at most {NUMBER_MAX:g})", value)
+        return value
+    if t == "mapping":
+        if not isinstance(value, dict):
+            raise _type_error(doc, path, field, "a mapping", value)
+        return value
+    if t == "resources":
+        return _check_resources(value, doc, path, field)
+    if t == "label":
+        if not isinstance(value, str):
+            raise _type_error(doc, path, field, "a label like //images:train", value)
+        try:
+            return parse_label(value, package)
+        except LabelError as exc:
+            raise LoadError(exc.message, location=doc.where(path), field=field, hint=exc.hint) from None
+    raise AssertionError(f"unknown attribute type {t}")
+
+
+NUMBER_MAX = 1e9  # a timeout of ~31 years; threading timers overflow past ~9.2e9 s
+_ENV_SCALARS = (str, int, float, datetime.date)  # bool is an int; a date reads as its ISO text
+
+
+def _finite(value) -> bool:
+    """A real int or float (not a bool), and not NaN or infinite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _no_nul(text: str, doc, path, field) -> str:
+    if "\0" in text:
+        raise LoadError(f"{text!r:.60} contains a NUL byte", location=doc.where(path), field=field,
+                        hint="commands, paths and environment values cannot hold NUL (\\0)")
+    return text
+
+
+def _check_params(value, doc, path, field):
+    if not isinstance(value, list):
+        raise _type_error(doc, path, field, "a list like [train.lr, {other.yaml: [key]}]", value)
+    for i, item in enumerate(value):
+        if isinstance(item, str) and item:
+            continue
+        if isinstance(item, dict) and len(item) == 1:
+            (file, keys), = item.items()
+            if isinstance(file, str) and isinstance(keys, list) and all(isinstance(k, str) and k for k in keys):
+                continue
+        raise _type_error(doc, path + (i,), field, "a key like train.lr or {file.yaml: [key, ...]}", item)
+    return tuple(value)
+
+
+RESOURCE_NAMES = ("cpus", "gpus", "memory")
+
+
+def _check_resources(value, doc, path, field):
+    if not isinstance(value, dict):
+        raise _type_error(doc, path, field, "a mapping like {cpus: 2, gpus: 1, memory: 4GB}", value)
+    out = {}
+    for k, v in value.items():
+        if k == "memory":
+            out[k] = parse_size(v, doc, path + (k,), f"{field}.memory")
+        elif not _finite(v) or v < 0:
+            raise _type_error(doc, path + (k,), f"{field}.{k}", "a finite non-negative number", v)
+        else:
+            out[k] = v
+    return out
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
+          "t": 1 << 40, "tb": 1 << 40, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def parse_size(value, doc=None, path=(), field="size") -> int:
+    """'4GB', '512m', 1024 -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        num = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(num):]
+        try:
+            size = float(num) * _UNITS[unit] if unit in _UNITS else -1.0
+        except ValueError:
+            size = -1.0
+        if math.isfinite(size) and size >= 0:  # not 'inf', 'nan', '1e999' or '-1GB'
+            return int(size)
+    where = doc.where(path) if doc is not None else None
+    raise LoadError(f"invalid size {value!r}", location=where, field=field, hint="e.g. 512MB, 4GB, 1.5GiB")
+
+
+def shell_join(argv) -> str:
+    if len(argv) == 3 and argv[:2] == ("sh", "-c"):
+        return argv[2]
+    return shlex.join(argv)
+
+
+class RuleRegistry:
+    """Kinds by name."""
+
+    def __init__(self, rules=()):
+        self._rules: dict[str, Rule] = {}
+        for rule in rules:
+            self.add(rule)
+
+    def add(self, rule: Rule) -> None:
+        self._rules[rule.kind] = rule
+
+    def get(self, kind: str) -> Rule | None:
+        return self._rules.get(kind)
+
+    def kinds(self):
+        return sorted(self._rules)

@@ -1,0 +1,1 @@
+"""report: see buildml/ARCHITECTURE.md."""

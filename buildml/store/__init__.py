@@ -1,0 +1,1 @@
+"""store: see buildml/ARCHITECTURE.md."""
