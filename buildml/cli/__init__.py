@@ -10,7 +10,7 @@ import sys
 import click
 
 from buildml.cli.completion import complete_labels
-from buildml.errors import BuildmlError, Interrupted
+from buildml.errors import BuildmlError, Interrupted, UserError
 from buildml.cli.experiments import build_sweep, sweep_options  # `metrics`, `params`, `build --sweep`
 
 JSON_HELP = "machine-readable JSON lines"
@@ -429,9 +429,14 @@ def stats():
 @click.option("--max-size", required=True, metavar="SIZE", help="shrink the local cache to this size, e.g. 20GB")
 def gc(max_size):
     """Remove least recently used entries from the local cache until it fits in --max-size."""
-    from buildml.store.admin import gc as run_gc, parse_size
+    from buildml.store.admin import gc as run_gc
+    from buildml.units import parse_size
 
-    report = run_gc(_session().store, parse_size(max_size))
+    try:
+        limit = parse_size(max_size)
+    except ValueError:
+        raise UserError(f"cannot read size {max_size!r}", hint="e.g. 20GB, 500MB, 1.5GiB (powers of 1024)") from None
+    report = run_gc(_session().store, limit)
     click.echo(f"removed {report.actions_removed} entries and {report.blobs_removed} blobs: "
                f"{report.before / 1e6:.1f} MB -> {report.after / 1e6:.1f} MB")
     return 0

@@ -139,20 +139,6 @@ class GcReport:
     blobs_removed: int = 0
 
 
-def parse_size(text: str) -> int:
-    """'20GB', '500M', '1.5GiB', '1024' -> bytes."""
-    import re
-
-    from buildml.errors import UserError
-
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(I?B?)\s*", text.upper())
-    if not m:
-        raise UserError(f"cannot read size {text!r}", hint="e.g. 20GB, 500MB, 1.5GiB")
-    power = " KMGT".index(m.group(2) or " ")
-    base = 1024 if m.group(3) == "IB" else 1000
-    return int(float(m.group(1)) * base ** power)
-
-
 def gc(store, max_size: int) -> GcReport:
     """Shrink the local store to max_size bytes: unreferenced blobs first, then least recently used entries.
 
