@@ -7,6 +7,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from buildml.events import Outcome
+
 
 @dataclass
 class VerifyReport:
@@ -69,8 +71,8 @@ def record_build(store, finished) -> None:
     counts = {"time": round(time.time()), "executed": 0, "cached_local": 0, "cached_remote": 0, "up_to_date": 0, "failed": 0}
     ac = os.path.join(str(local.root), "ac")
     for r in finished.results:
-        field_name = {"executed": "executed", "up-to-date": "up_to_date", "failed": "failed"}.get(r.status)
-        if r.status == "cached":
+        field_name = {Outcome.EXECUTED: "executed", Outcome.UP_TO_DATE: "up_to_date", Outcome.FAILED: "failed"}.get(r.status)
+        if r.status == Outcome.CACHED:
             field_name = "cached_remote" if r.source == "remote" else "cached_local"
         if field_name:
             counts[field_name] += 1
