@@ -144,7 +144,7 @@ def cli():
 @_out_options
 @sweep_options
 def build(targets, jobs, keep_going, params, as_json, verbose, quiet, color, remote_cache, remote_upload, at, out,
-          update_lock, executor, sweeps, sort, detach=False):
+          update_lock, executor, sweeps, sort, detach):
     """Build TARGETS (default //...) and everything they need, skipping what is up to date."""
     from buildml.features.noop import NoopCertificate  # a no-op proven by stats alone, before loading anything (buildml/noop.py)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import math
-import shlex
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -275,12 +274,6 @@ def parse_size(value, doc=None, path=(), field="size") -> int:
     except ValueError:
         where = doc.where(path) if doc is not None else None
         raise LoadError(f"invalid size {value!r}", location=where, field=field, hint="e.g. 512MB, 4GB, 1.5GiB") from None
-
-
-def shell_join(argv) -> str:
-    if len(argv) == 3 and argv[:2] == ("sh", "-c"):
-        return argv[2]
-    return shlex.join(argv)
 
 
 class RuleRegistry:
