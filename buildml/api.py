@@ -239,8 +239,6 @@ class Session:
         last = State(self.ws.state_dir).last_build(str(label))
         info = {"target": str(label), "status": result.status, "key": result.key, "reasons": list(result.reasons),
                 "last_key": last.get("key") if last else None}
-        if result.status in ("stale", "restorable") and result.key:
-            info["reasons"] = list(result.reasons)
         if last:
             info["last_inputs"] = last.get("inputs", {})
             info["last_params"] = last.get("params", {})

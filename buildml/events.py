@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 from buildml.labels import Label
 
-# Result statuses
-EXECUTED = "executed"
-CACHED = "cached"  # restored from the action cache (local or remote)
-UP_TO_DATE = "up-to-date"  # outputs already in place, nothing to do
-FAILED = "failed"
-SKIPPED = "not built"  # a dependency failed, or the build stopped
-WOULD_RUN = "stale"  # dry run: would execute
-WOULD_RESTORE = "restorable"  # dry run: in cache, outputs not in place
+class Outcome(str, Enum):
+    """The one vocabulary of what the rebuilder decided (Decision.what) and what happened (Result.status).
+
+    A member is its text: it compares, hashes, formats and serializes to JSON exactly as the string does.
+    """
+
+    # decisions (engine/rebuilder.py)
+    RUN = "run"  # execute the action
+    RESTORE = "restore"  # take its outputs from the action cache
+    UP_TO_DATE = "up-to-date"  # outputs already in place, nothing to do (also a result)
+    # results
+    EXECUTED = "executed"
+    CACHED = "cached"  # restored from the action cache (local or remote)
+    FAILED = "failed"
+    NOT_BUILT = "not built"  # a dependency failed, or the build stopped
+    STALE = "stale"  # dry run: would execute
+    RESTORABLE = "restorable"  # dry run: in cache, outputs not in place
+    DETACHED = "detached"  # handed to a remote executor and not awaited (--detach, executors/remote_runs.py)
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+    __hash__ = str.__hash__
 
 
 @dataclass
@@ -21,7 +36,7 @@ class Result:
     """What happened to one target."""
 
     label: Label
-    status: str
+    status: Outcome
     key: str | None = None
     outputs: dict = field(default_factory=dict)  # path -> {"digest", "size", "exec"}
     reasons: tuple = ()
@@ -37,11 +52,11 @@ class Result:
 
     @property
     def flaky(self) -> bool:
-        return self.is_test and self.status == EXECUTED and self.attempts > 1
+        return self.is_test and self.status == Outcome.EXECUTED and self.attempts > 1
 
     @property
     def ok(self) -> bool:
-        return self.status in (EXECUTED, CACHED, UP_TO_DATE, WOULD_RESTORE)
+        return self.status in (Outcome.EXECUTED, Outcome.CACHED, Outcome.UP_TO_DATE, Outcome.RESTORABLE)
 
 
 @dataclass(frozen=True)

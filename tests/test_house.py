@@ -27,4 +27,4 @@ def test_top_level_holds_only_values_facade_and_plugin_api():
     lives in a layer folder."""
     top = sorted(p.stem for p in (REPO / "buildml").glob("*.py"))
     assert top == ["__init__", "action", "api", "dag", "errors", "events", "fsutil", "gate", "hashing", "labels",
-                   "rule", "trust"]
+                   "rule", "trust", "units"]

@@ -10,7 +10,8 @@ import sys
 import click
 
 from buildml.cli.completion import complete_labels
-from buildml.errors import BuildmlError, Interrupted
+from buildml.errors import BuildmlError, Interrupted, UserError
+from buildml.events import Outcome
 from buildml.cli.experiments import build_sweep, sweep_options  # `metrics`, `params`, `build --sweep`
 
 JSON_HELP = "machine-readable JSON lines"
@@ -143,7 +144,7 @@ def cli():
 @_out_options
 @sweep_options
 def build(targets, jobs, keep_going, params, as_json, verbose, quiet, color, remote_cache, remote_upload, at, out,
-          update_lock, executor, sweeps, sort, detach=False):
+          update_lock, executor, sweeps, sort, detach):
     """Build TARGETS (default //...) and everything they need, skipping what is up to date."""
     from buildml.features.noop import NoopCertificate  # a no-op proven by stats alone, before loading anything (buildml/noop.py)
 
@@ -218,7 +219,7 @@ def status(targets, as_json, at):
     """Show which targets are stale and why (nothing is built)."""
     session = _session(at=at)
     finished = session.build(targets, dry_run=True)
-    rows = [r for r in finished.results if r.status in ("stale", "restorable", "failed")]
+    rows = [r for r in finished.results if r.status in (Outcome.STALE, Outcome.RESTORABLE, Outcome.FAILED)]
     from buildml.executors.remote_runs import render_running, running  # remote actions still running (buildml/remote_runs.py)
 
     remote = running(session)
@@ -231,10 +232,11 @@ def status(targets, as_json, at):
     if not rows:
         click.echo(f"all {len(finished.results)} targets up to date")
     for r in rows:
-        if r.status == "failed":
+        if r.status == Outcome.FAILED:
             click.echo(f"{r.label}: cannot decide: {r.error}")
             continue
-        click.echo(f"{r.label}: {'would restore from cache' if r.status == 'restorable' else 'stale'}")
+        restorable = r.status == Outcome.RESTORABLE
+        click.echo(f"{r.label}: {'would restore from cache' if restorable else 'stale'}")
         for reason in r.reasons:
             click.echo(f"    {reason}")
     return 0
@@ -287,7 +289,7 @@ def graph(targets, fmt, output):
     session = _session()
     finished = session.build(targets, dry_run=True)
     labels = [r.label for r in finished.results]
-    stale = {r.label for r in finished.results if r.status == "stale"}
+    stale = {r.label for r in finished.results if r.status == Outcome.STALE}
     text = (to_mermaid if fmt == "mermaid" else to_dot)(session.graph.dag, labels, stale)
     data = to_image(text, fmt) if fmt in ("svg", "png") else text.encode()
     if output:
@@ -429,9 +431,14 @@ def stats():
 @click.option("--max-size", required=True, metavar="SIZE", help="shrink the local cache to this size, e.g. 20GB")
 def gc(max_size):
     """Remove least recently used entries from the local cache until it fits in --max-size."""
-    from buildml.store.admin import gc as run_gc, parse_size
+    from buildml.store.admin import gc as run_gc
+    from buildml.units import parse_size
 
-    report = run_gc(_session().store, parse_size(max_size))
+    try:
+        limit = parse_size(max_size)
+    except ValueError:
+        raise UserError(f"cannot read size {max_size!r}", hint="e.g. 20GB, 500MB, 1.5GiB (powers of 1024)") from None
+    report = run_gc(_session().store, limit)
     click.echo(f"removed {report.actions_removed} entries and {report.blobs_removed} blobs: "
                f"{report.before / 1e6:.1f} MB -> {report.after / 1e6:.1f} MB")
     return 0

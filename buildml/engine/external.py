@@ -49,10 +49,6 @@ class Remote:
     identity: tuple[tuple[str, str], ...]
 
 
-def is_url(dep: str) -> bool:
-    return "://" in dep
-
-
 def staged_path(url: str) -> str:
     """Where the file at url is placed in the sandbox, workspace-relative."""
     parts = urlsplit(url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from buildml.events import Outcome
 from buildml.load.params import _MISSING, lookup
 from buildml.load.plain import to_plain
 
@@ -32,7 +33,7 @@ def overrides_of(action, params) -> list[dict]:
 def with_override_reasons(decision, action, params):
     """A RUN decision whose reasons say which params were overridden (replacing their 'changed' reasons)."""
     found = overrides_of(action, params)
-    if not found or decision.what != "run":
+    if not found or decision.what != Outcome.RUN:
         return decision
     named = tuple(f"param {o['param']} overridden ({o['from']} -> {o['to']})" for o in found)
     changed = tuple(f"param {o['param']} changed" for o in found)

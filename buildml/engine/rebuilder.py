@@ -13,20 +13,16 @@ from dataclasses import dataclass
 from buildml.action import Action, InputFile
 from buildml.action import IMAGE_EXECUTOR
 from buildml.errors import AnalysisError, UserError
+from buildml.events import Outcome
 from buildml.executors.sandbox import Staged
 from buildml.trust import undecodable
 from buildml.load.workspace import SKIP_DIRS, inside
-
-RUN = "run"
-RESTORE = "restore"
-UP_TO_DATE = "up-to-date"
-
 
 @dataclass(frozen=True)
 class Decision:
     """What to do with an action, and why."""
 
-    what: str
+    what: Outcome  # RUN, RESTORE or UP_TO_DATE
     reasons: tuple = ()
     manifest: dict | None = None
 
@@ -133,14 +129,14 @@ class Rebuilder:
         """UP_TO_DATE (outputs in place), RESTORE (cache hit) or RUN, with reasons."""
         key = action.key
         if action.spec.is_test and self.rerun_tests:
-            return Decision(RUN, ("test results not taken from the cache (--no-cache-test-results)",))
+            return Decision(Outcome.RUN, ("test results not taken from the cache (--no-cache-test-results)",))
         last = self.state.last_build(str(label))
         if last is not None and last.get("key") == key and self.materializer.intact(last["outputs"]):
-            return Decision(UP_TO_DATE)
+            return Decision(Outcome.UP_TO_DATE)
         manifest = self.store.get_action(key) if action.spec.cacheable else None
         if manifest is not None and manifest.get("exit_code") == 0:
-            return Decision(RESTORE, ("outputs restored from cache",), manifest)
-        return Decision(RUN, self.reasons(label, action))
+            return Decision(Outcome.RESTORE, ("outputs restored from cache",), manifest)
+        return Decision(Outcome.RUN, self.reasons(label, action))
 
     def reasons(self, label, action: Action) -> tuple:
         """Why the action must run, compared with the last successful build of label."""

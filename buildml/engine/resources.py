@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from buildml.errors import UserError
+from buildml.events import Outcome
 
 KEYS = ("cpus", "gpus", "memory")
 HARD = ("gpus", "memory")
@@ -124,7 +125,7 @@ class Ledger:
 
     def _needs(self, prepared) -> tuple:
         action, _staged, decision = prepared
-        if self.pool_for is None or getattr(decision, "what", "run") != "run":
+        if self.pool_for is None or decision.what != Outcome.RUN:
             return None, None  # restores from the cache reserve nothing
         pool = self.pool_for(action.spec)
         return pool, request_of(action.spec) if pool is not None else None

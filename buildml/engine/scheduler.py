@@ -8,25 +8,18 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from buildml.errors import BuildmlError, CacheCorruption, Interrupted, UserError
 from buildml.events import (
-    CACHED,
-    EXECUTED,
-    FAILED,
-    SKIPPED,
-    UP_TO_DATE,
-    WOULD_RESTORE,
-    WOULD_RUN,
     BuildFinished,
     BuildStarted,
+    Outcome,
     Result,
     TargetFinished,
     TargetLog,
     TargetStarted,
 )
-from buildml.engine.rebuilder import RESTORE, RUN, build_record
-from buildml.executors.remote_runs import DETACHED, Detached
+from buildml.engine.rebuilder import build_record
+from buildml.executors.remote_runs import Detached
 from buildml.engine.param_overrides import with_override_reasons
 from buildml.engine.resources import Ledger
-from buildml.engine.rebuilder import UP_TO_DATE as DECIDED_UP_TO_DATE
 from buildml.engine.runner import failure_message
 from buildml.store.local import BlobMissing
 
@@ -56,7 +49,7 @@ class Scheduler:
         finally:
             self.state.flush()
         for label in order:
-            results.setdefault(label, Result(label, SKIPPED, error="build interrupted" if interrupted else "build stopped after a failure"))
+            results.setdefault(label, Result(label, Outcome.NOT_BUILT, error="build interrupted" if interrupted else "build stopped after a failure"))
         finished = BuildFinished(tuple(results[l] for l in order), time.monotonic() - start, interrupted)
         self.emit(finished)
         if interrupted:
@@ -109,20 +102,21 @@ class Scheduler:
         """Record a result and release (or skip) the targets waiting on it."""
         self._results[label] = result
         self.emit(TargetFinished(result))
-        if result.status == FAILED and not self.keep_going:
+        if result.status == Outcome.FAILED and not self.keep_going:
             self._stopping = True
         for child in sorted(self._dag.successors(label)):
-            if result.ok or result.status == WOULD_RUN:
+            if result.ok or result.status == Outcome.STALE:
                 self._waiting[child] -= 1
                 if self._waiting[child] == 0 and child not in self._results:
                     self._ready.append(child)
             else:
-                self._skip(self._dag, child, label, self._results, DETACHED if result.status == DETACHED else SKIPPED)
+                skipped = Outcome.DETACHED if result.status == Outcome.DETACHED else Outcome.NOT_BUILT
+                self._skip(self._dag, child, label, self._results, skipped)
 
-    def _skip(self, dag, label, failed, results, status=SKIPPED) -> None:
+    def _skip(self, dag, label, failed, results, status=Outcome.NOT_BUILT) -> None:
         if label in results:
             return
-        why = f"dependency {failed} failed" if status == SKIPPED else f"waits for {failed} (detached)"
+        why = f"dependency {failed} failed" if status == Outcome.NOT_BUILT else f"waits for {failed} (detached)"
         result = Result(label, status, error=why)
         results[label] = result
         self.emit(TargetFinished(result))
@@ -133,26 +127,26 @@ class Scheduler:
     def _prepare(self, label, deps: dict):
         """Hash inputs and decide. A Result when that settles it (up to date, dry run, error), else the work."""
         spec = self.graph.specs[label]
-        stale = [str(d) for d, r in deps.items() if r.status == WOULD_RUN]
+        stale = [str(d) for d, r in deps.items() if r.status == Outcome.STALE]
         if stale:
-            return Result(label, WOULD_RUN, reasons=tuple(f"dependency {d} is stale" for d in stale), is_test=spec.is_test)
+            return Result(label, Outcome.STALE, reasons=tuple(f"dependency {d} is stale" for d in stale), is_test=spec.is_test)
         return self._guarded(label, self._decide, label, deps)
 
     def _decide(self, label, deps):
         action, staged = self.rebuilder.action_for(label, deps)
         decision = with_override_reasons(self.rebuilder.decide(label, action), action, self.rebuilder.params)
-        if decision.what in (DECIDED_UP_TO_DATE, RESTORE):  # e.g. an image removed from the engine since
+        if decision.what in (Outcome.UP_TO_DATE, Outcome.RESTORE):  # e.g. an image removed from the engine since
             gone = getattr(self.runner, "missing", lambda a: "")(action)
             if gone:
-                decision = decision.__class__(RUN, (gone,))
-        if decision.what == DECIDED_UP_TO_DATE or self.dry_run:
+                decision = decision.__class__(Outcome.RUN, (gone,))
+        if decision.what == Outcome.UP_TO_DATE or self.dry_run:
             return self._act(label, action, staged, decision)
         return action, staged, decision
 
     def _refused(self, label, prepared) -> Result | None:
         """FAILED (a user error: exit 2) when the action asks for more than its executor has."""
         error = self.resources.refusal(label, prepared)
-        return Result(label, FAILED, error=error.render(), user_error=error) if error else None
+        return Result(label, Outcome.FAILED, error=error.render(), user_error=error) if error else None
 
     def _complete(self, label, action, staged, decision) -> Result:
         """Restore or execute (in a worker thread)."""
@@ -164,11 +158,11 @@ class Scheduler:
         try:
             result = fn(*args)
         except Detached as exc:  # --detach: handed to a remote executor, not awaited (buildml/remote_runs.py)
-            result = Result(label, DETACHED, error=exc.message, source=exc.executor)
+            result = Result(label, Outcome.DETACHED, error=exc.message, source=exc.executor)
         except UserError as exc:
-            result = Result(label, FAILED, error=exc.render(), user_error=exc)
+            result = Result(label, Outcome.FAILED, error=exc.render(), user_error=exc)
         except BuildmlError as exc:
-            result = Result(label, FAILED, error=exc.render())
+            result = Result(label, Outcome.FAILED, error=exc.render())
         if isinstance(result, Result):
             result.duration = time.monotonic() - start
             result.is_test = self.graph.specs[label].is_test
@@ -176,16 +170,16 @@ class Scheduler:
 
     def _act(self, label, action, staged, decision) -> Result:
         last = self.state.last_build(str(label))
-        if decision.what == DECIDED_UP_TO_DATE:
-            return Result(label, UP_TO_DATE, action.key, last["outputs"], manifest=last.get("manifest"))
+        if decision.what == Outcome.UP_TO_DATE:
+            return Result(label, Outcome.UP_TO_DATE, action.key, last["outputs"], manifest=last.get("manifest"))
         if self.dry_run:
-            what = WOULD_RESTORE if decision.what == RESTORE else WOULD_RUN
+            what = Outcome.RESTORABLE if decision.what == Outcome.RESTORE else Outcome.STALE
             outputs = decision.manifest["outputs"] if decision.manifest else {}
             return Result(label, what, action.key, outputs, decision.reasons, manifest=decision.manifest)
-        if decision.what == RESTORE:
+        if decision.what == Outcome.RESTORE:
             try:
                 self._restore(label, action, decision.manifest)
-                return Result(label, CACHED, action.key, decision.manifest["outputs"], decision.reasons,
+                return Result(label, Outcome.CACHED, action.key, decision.manifest["outputs"], decision.reasons,
                               source=decision.manifest.get("_source", "local"), manifest=decision.manifest)
             except (CacheCorruption, BlobMissing) as exc:
                 reason = exc.message if isinstance(exc, CacheCorruption) else "a cached output blob is missing"
@@ -206,11 +200,11 @@ class Scheduler:
                 break
         if manifest is None:
             self.state.record_log(str(label), log_digest)
-            return Result(label, FAILED, action.key, reasons=reasons, source=executor, error=failure_message(outcome),
+            return Result(label, Outcome.FAILED, action.key, reasons=reasons, source=executor, error=failure_message(outcome),
                           log_tail=log_tail, log_digest=log_digest, attempts=attempts)
         self._restore(label, action, manifest)
         self.state.record_log(str(label), log_digest)
-        status = EXECUTED if outcome is not None else CACHED
+        status = Outcome.EXECUTED if outcome is not None else Outcome.CACHED
         return Result(label, status, action.key, manifest["outputs"], reasons, source=executor if outcome else "local",
                       manifest=manifest, log_digest=log_digest, attempts=attempts)
 
@@ -229,10 +223,10 @@ class Scheduler:
 
 def exit_status(finished: BuildFinished) -> int:
     """0 success, 1 build failure, 2 a configuration (user) error surfaced during the build."""
-    failed = [r for r in finished.results if r.status == FAILED]
+    failed = [r for r in finished.results if r.status == Outcome.FAILED]
     if any(getattr(r, "user_error", None) for r in failed):
         return 2
-    return 1 if failed or finished.count(SKIPPED) else 0
+    return 1 if failed or finished.count(Outcome.NOT_BUILT) else 0
 
 
 

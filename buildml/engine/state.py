@@ -7,7 +7,6 @@ processes can share it. Everything here is a cache of facts that can be recomput
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -197,12 +196,3 @@ def _checked_record(text: str) -> dict | None:
     except (ValueError, RecursionError, Untrusted):
         return None
     return record
-
-
-def remove_state(directory: Path) -> None:
-    """Delete the state files (used by `buildml clean`)."""
-    for name in ("state.db", "state.db-wal", "state.db-shm"):
-        try:
-            os.unlink(Path(directory) / name)
-        except FileNotFoundError:
-            pass

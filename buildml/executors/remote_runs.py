@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from buildml.errors import BuildmlError, USER
+from buildml.events import Outcome
 from buildml.trust import is_digest
 
 RECORD_FILE = "remote-runs.json"
-DETACHED = "detached"  # Result status of an action handed to a remote executor and not awaited (--detach)
 
 
 class Detached(BuildmlError):
@@ -133,7 +133,7 @@ def render_running(rows: list[dict]) -> list[str]:
 
 def detached_lines(finished) -> list[str]:
     """After `build --detach`: what was submitted and what waits for it."""
-    rows = [r for r in finished.results if r.status == DETACHED]
+    rows = [r for r in finished.results if r.status == Outcome.DETACHED]
     lines = [f"detached: {r.label}: {r.error}" for r in rows]
     if rows:
         lines.append("`buildml status` lists running remote actions; `buildml build` again attaches or restores the result")

@@ -12,7 +12,7 @@ import subprocess
 import time
 
 from buildml.errors import UserError
-from buildml.events import FAILED
+from buildml.events import Outcome
 from buildml.labels import parse_label
 from buildml.features.provenance import flat_metrics
 
@@ -91,7 +91,7 @@ def metrics_at(session, labels, rev: str) -> dict:
 
 def _at(session, label, result, rev: str) -> dict:
     hint = f"build it: buildml build --at {rev} {label}"
-    if result.status == FAILED:
+    if result.status == Outcome.FAILED:
         return missing(label, f"cannot compute its key at {rev}: {result.error}")
     manifest = session.store.get_action(result.key) if result.key else None
     if manifest is None and result.manifest and result.key:

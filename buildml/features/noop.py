@@ -95,13 +95,13 @@ class NoopCertificate:
         body = self._valid_body() if self.enabled else None
         if body is None:
             return None
-        from buildml.events import UP_TO_DATE, BuildFinished, BuildStarted, Result, TargetFinished
+        from buildml.events import BuildFinished, BuildStarted, Outcome, Result, TargetFinished
         from buildml.labels import Label
 
         results, shown = [], []
         for package, name, key, outputs, show in body["targets"]:
             label = Label(package, name)
-            results.append(Result(label, UP_TO_DATE, key, dict.fromkeys(outputs, {})))
+            results.append(Result(label, Outcome.UP_TO_DATE, key, dict.fromkeys(outputs, {})))
             if show:
                 shown.append(label)
         display = make_display(shown)
@@ -162,14 +162,14 @@ class NoopCertificate:
 
     def _certifiable(self, session, finished) -> bool:
         """A build of this command line that found every target up to date, of kinds stats can vouch for."""
-        from buildml.events import UP_TO_DATE
+        from buildml.events import Outcome
         from buildml.features.noop_paths import uncertifiable
 
         if not self.enabled or self.warned or finished.interrupted or not finished.results:
             return False
         if getattr(session.options, "state_dir", None) or getattr(session.options, "at_revision", None):
             return False
-        if any(r.status != UP_TO_DATE for r in finished.results):
+        if any(r.status != Outcome.UP_TO_DATE for r in finished.results):
             return False
         labels = [r.label for r in finished.results]
         return uncertifiable(session.graph, labels) is None and str(session.ws.root) == find_root(self.cwd)

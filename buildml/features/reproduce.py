@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from buildml.events import FAILED
+from buildml.events import Outcome
 from buildml.features.provenance import flat_metrics
 from buildml.engine.runner import Runner, failure_message
 
@@ -70,7 +70,7 @@ def verify(session, patterns, on_line=lambda label, line: None) -> list[Verdict]
 
 def _verify_one(session, rebuilder, runner, results, label, on_line) -> Verdict:
     result = results[label]
-    if result.status == FAILED or not result.ok:
+    if result.status == Outcome.FAILED or not result.ok:
         return Verdict(str(label), NOT_VERIFIED, note=f"it did not build: {result.error or result.status}")
     recorded = session.store.get_action(result.key)
     if recorded is None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from buildml.errors import Interrupted, UserError, did_you_mean
-from buildml.events import FAILED
+from buildml.events import Outcome
 from buildml.hashing import digest_record
 from buildml.load.params import parse_value
 from buildml.features.provenance import flat_metrics
@@ -244,7 +244,7 @@ def report(results: list[VariantResult], axes: dict, sort: Sort | None) -> dict:
     rows = []
     for r in rank(results, sort):
         counts = summary_counts(r.finished) if r.finished is not None else {}
-        failed = [f"{x.label}: {x.error}" for x in (r.finished.results if r.finished else ()) if x.status == FAILED]
+        failed = [f"{x.label}: {x.error}" for x in (r.finished.results if r.finished else ()) if x.status == Outcome.FAILED]
         rows.append({"id": r.variant.id, "params": r.variant.overrides, "out": r.variant.out_root, "ok": r.ok,
                      "metrics": r.metrics or {}, "executed": counts.get("executed", 0), "cached": counts.get("cached", 0),
                      "up_to_date": counts.get("up_to_date", 0), "failed": counts.get("failed", 0),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import math
-import shlex
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -17,6 +16,7 @@ from buildml.errors import LazyLocation, LoadError, did_you_mean
 from buildml.labels import Label, parse_label
 from buildml.errors import LabelError
 from buildml.trust import RESERVED
+from buildml import units
 from buildml.load.workspace import normalize_relpath
 
 
@@ -267,32 +267,13 @@ def _check_resources(value, doc, path, field):
     return out
 
 
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
-          "t": 1 << 40, "tb": 1 << 40, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
-
-
 def parse_size(value, doc=None, path=(), field="size") -> int:
-    """'4GB', '512m', 1024 -> bytes."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        num = text.rstrip("abcdefghijklmnopqrstuvwxyz")
-        unit = text[len(num):]
-        try:
-            size = float(num) * _UNITS[unit] if unit in _UNITS else -1.0
-        except ValueError:
-            size = -1.0
-        if math.isfinite(size) and size >= 0:  # not 'inf', 'nan', '1e999' or '-1GB'
-            return int(size)
-    where = doc.where(path) if doc is not None else None
-    raise LoadError(f"invalid size {value!r}", location=where, field=field, hint="e.g. 512MB, 4GB, 1.5GiB")
-
-
-def shell_join(argv) -> str:
-    if len(argv) == 3 and argv[:2] == ("sh", "-c"):
-        return argv[2]
-    return shlex.join(argv)
+    """'4GB', '512m', 1024 -> bytes (buildml/units.py says what the units mean); a LoadError at path if not."""
+    try:
+        return units.parse_size(value)
+    except ValueError:
+        where = doc.where(path) if doc is not None else None
+        raise LoadError(f"invalid size {value!r}", location=where, field=field, hint="e.g. 512MB, 4GB, 1.5GiB") from None
 
 
 class RuleRegistry:

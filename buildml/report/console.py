@@ -9,14 +9,9 @@ import time
 
 from buildml.events import Transfer
 from buildml.events import (
-    CACHED,
-    EXECUTED,
-    FAILED,
-    SKIPPED,
-    UP_TO_DATE,
-    WOULD_RUN,
     BuildFinished,
     BuildStarted,
+    Outcome,
     TargetFinished,
     TargetLog,
     TargetStarted,
@@ -27,12 +22,12 @@ from buildml.events import (
 def summary_counts(finished: BuildFinished) -> dict:
     """The integer fields scripts read: executed, cached, failed (and the rest)."""
     return {
-        "executed": finished.count(EXECUTED),
-        "cached": finished.count(CACHED),
-        "up_to_date": finished.count(UP_TO_DATE),
-        "failed": finished.count(FAILED),
-        "not_built": finished.count(SKIPPED),
-        "stale": finished.count(WOULD_RUN),
+        "executed": finished.count(Outcome.EXECUTED),
+        "cached": finished.count(Outcome.CACHED),
+        "up_to_date": finished.count(Outcome.UP_TO_DATE),
+        "failed": finished.count(Outcome.FAILED),
+        "not_built": finished.count(Outcome.NOT_BUILT),
+        "stale": finished.count(Outcome.STALE),
         "duration": round(finished.duration, 3),
     }
 
@@ -81,17 +76,17 @@ class PlainReporter:
             self._summary(event)
 
     def _finished(self, r) -> None:
-        if r.status == FAILED:
+        if r.status == Outcome.FAILED:
             self._say(f"FAILED    {r.label}: {r.error}", 0)
             if r.log_tail:
                 self._say(f"--- last lines of the log of {r.label} (full log: buildml log {r.label}) ---\n{r.log_tail}\n---", 0)
-        elif r.status == SKIPPED:
+        elif r.status == Outcome.NOT_BUILT:
             self._say(f"NOT BUILT {r.label}: {r.error}", 1)
-        elif r.status == EXECUTED:
+        elif r.status == Outcome.EXECUTED:
             self._say(f"DONE      {r.label} in {r.duration:.2f}s")
-        elif r.status == CACHED:
+        elif r.status == Outcome.CACHED:
             self._say(f"CACHED    {r.label} ({r.source})")
-        elif r.status == UP_TO_DATE:
+        elif r.status == Outcome.UP_TO_DATE:
             self._say(f"UP-TO-DATE {r.label}", 2)
 
     def _summary(self, finished: BuildFinished) -> None:

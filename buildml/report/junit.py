@@ -6,16 +6,16 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 
-from buildml.events import CACHED, EXECUTED, FAILED, SKIPPED, UP_TO_DATE, BuildFinished, TargetFinished
+from buildml.events import BuildFinished, Outcome, TargetFinished
 
 
 def test_status(result) -> str:
     """PASSED, PASSED (cached), FLAKY, FAILED or NOT BUILT."""
-    if result.status == FAILED:
+    if result.status == Outcome.FAILED:
         return "FAILED"
-    if result.status == SKIPPED:
+    if result.status == Outcome.NOT_BUILT:
         return "NOT BUILT"
-    if result.status in (CACHED, UP_TO_DATE):
+    if result.status in (Outcome.CACHED, Outcome.UP_TO_DATE):
         return "PASSED (cached)"
     return "FLAKY" if result.flaky else "PASSED"
 
@@ -24,11 +24,11 @@ def summarize(finished: BuildFinished) -> dict:
     tests = [r for r in finished.results if r.is_test]
     return {
         "tests": len(tests),
-        "passed": sum(1 for r in tests if r.status == EXECUTED and not r.flaky),
-        "cached": sum(1 for r in tests if r.status in (CACHED, UP_TO_DATE)),
+        "passed": sum(1 for r in tests if r.status == Outcome.EXECUTED and not r.flaky),
+        "cached": sum(1 for r in tests if r.status in (Outcome.CACHED, Outcome.UP_TO_DATE)),
         "flaky": sum(1 for r in tests if r.flaky),
-        "failed": sum(1 for r in tests if r.status == FAILED),
-        "not_built": sum(1 for r in tests if r.status == SKIPPED),
+        "failed": sum(1 for r in tests if r.status == Outcome.FAILED),
+        "not_built": sum(1 for r in tests if r.status == Outcome.NOT_BUILT),
     }
 
 
@@ -43,12 +43,12 @@ class TestReporter:
         if isinstance(event, TargetFinished) and event.result.is_test:
             r = event.result
             line = f"{time.strftime('%H:%M:%S')} {test_status(r):<16} {r.label}"
-            if r.status == EXECUTED:
+            if r.status == Outcome.EXECUTED:
                 line += f" ({r.duration:.2f}s)"
-            if r.status == SKIPPED:
+            if r.status == Outcome.NOT_BUILT:
                 line += f": {r.error}"
             self.stream.write(line + "\n")
-            if r.status == FAILED:
+            if r.status == Outcome.FAILED:
                 self.stream.write(f"    {r.error}\n")
                 if r.log_tail:
                     self.stream.write("    --- log tail ---\n" + "".join(f"    {l}\n" for l in r.log_tail.splitlines()))
@@ -85,10 +85,10 @@ def write_junit(finished: BuildFinished, path: str) -> None:
     for r in tests:
         case = ET.SubElement(suite, "testcase", classname=r.label.package or "root", name=str(r.label),
                              time=f"{r.duration:.3f}")
-        if r.status == FAILED:
+        if r.status == Outcome.FAILED:
             failure = ET.SubElement(case, "failure", message=r.error[:200])
             failure.text = r.log_tail
-        elif r.status == SKIPPED:
+        elif r.status == Outcome.NOT_BUILT:
             ET.SubElement(case, "skipped", message=r.error)
         else:
             ET.SubElement(case, "system-out").text = test_status(r)

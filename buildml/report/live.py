@@ -6,13 +6,9 @@ import threading
 import time
 
 from buildml.events import (
-    CACHED,
-    EXECUTED,
-    FAILED,
-    SKIPPED,
-    UP_TO_DATE,
     BuildFinished,
     BuildStarted,
+    Outcome,
     TargetFinished,
     TargetLog,
     TargetStarted,
@@ -36,7 +32,7 @@ class LiveReporter:
         self._lock = threading.Lock()
         self._live = None
         self.total = 0
-        self.finished = {EXECUTED: 0, CACHED: 0, FAILED: 0, SKIPPED: 0}
+        self.finished = {Outcome.EXECUTED: 0, Outcome.CACHED: 0, Outcome.FAILED: 0, Outcome.NOT_BUILT: 0}
         self.running: dict = {}  # label -> (monotonic start, executor)
         self.last_line = ""
         self.transfers: dict = {}  # (label, what) -> (done, total)
@@ -92,14 +88,14 @@ class LiveReporter:
     def _finished(self, r) -> None:
         with self._lock:
             self.running.pop(r.label, None)
-            bucket = CACHED if r.status == UP_TO_DATE else r.status
+            bucket = Outcome.CACHED if r.status == Outcome.UP_TO_DATE else r.status
             if bucket in self.finished:
                 self.finished[bucket] += 1
-        if r.status == FAILED:
+        if r.status == Outcome.FAILED:
             self._failure(r)
-        elif r.status == SKIPPED and self.verbosity >= 1:
+        elif r.status == Outcome.NOT_BUILT and self.verbosity >= 1:
             self._print(f"[yellow]NOT BUILT[/] {r.label}: {_escape(r.error)}")
-        elif r.status == EXECUTED and self.verbosity >= 2:
+        elif r.status == Outcome.EXECUTED and self.verbosity >= 2:
             self._print(f"[green]DONE[/] {r.label} in {r.duration:.2f}s")
 
     def _failure(self, r) -> None:
@@ -152,12 +148,12 @@ class LiveReporter:
 
         f = self.finished
         text = Text()
-        text.append(f"done {f[EXECUTED]}", style="green")
-        text.append(f" · cached {f[CACHED]}", style="cyan")
+        text.append(f"done {f[Outcome.EXECUTED]}", style="green")
+        text.append(f" · cached {f[Outcome.CACHED]}", style="cyan")
         text.append(f" · running {running}", style="blue")
-        text.append(f" · failed {f[FAILED]}", style="red" if f[FAILED] else "")
-        if f[SKIPPED]:
-            text.append(f" · not built {f[SKIPPED]}", style="yellow")
+        text.append(f" · failed {f[Outcome.FAILED]}", style="red" if f[Outcome.FAILED] else "")
+        if f[Outcome.NOT_BUILT]:
+            text.append(f" · not built {f[Outcome.NOT_BUILT]}", style="yellow")
         text.append(f" · to do {max(self.total - done - running, 0)}")
         return text
 
@@ -172,16 +168,16 @@ class LiveReporter:
     def _what_ran(self, finished: BuildFinished) -> None:
         from rich.table import Table
 
-        rows = [r for r in finished.results if r.status in (EXECUTED, CACHED, FAILED)]
+        rows = [r for r in finished.results if r.status in (Outcome.EXECUTED, Outcome.CACHED, Outcome.FAILED)]
         if not rows:
             return
         rows.sort(key=lambda r: -r.duration)
         table = Table(title="what ran", title_justify="left", box=None, header_style="bold")
         for column in ("target", "status", "executor or cache", "duration"):
             table.add_column(column, justify="right" if column == "duration" else "left")
-        style = {EXECUTED: "green", CACHED: "cyan", FAILED: "red"}
+        style = {Outcome.EXECUTED: "green", Outcome.CACHED: "cyan", Outcome.FAILED: "red"}
         for r in rows[:MAX_TABLE_ROWS]:
-            where = f"cache ({r.source})" if r.status == CACHED else r.source or "-"
+            where = f"cache ({r.source})" if r.status == Outcome.CACHED else r.source or "-"
             table.add_row(str(r.label), f"[{style[r.status]}]{r.status}[/]", where, f"{r.duration:.2f}s")
         if len(rows) > MAX_TABLE_ROWS:
             table.add_row(f"... and {len(rows) - MAX_TABLE_ROWS} more", "", "", "")

@@ -10,11 +10,9 @@ from pathlib import Path
 
 from buildml.errors import UserError
 from buildml.events import (
-    CACHED,
-    EXECUTED,
-    UP_TO_DATE,
     BuildFinished,
     BuildStarted,
+    Outcome,
     TargetFinished,
     TargetStarted,
 )
@@ -54,8 +52,8 @@ class BuildRecorder:
         return {
             "label": str(r.label),
             "status": r.status,
-            "cached": r.status in (CACHED, UP_TO_DATE),
-            "executed": r.status == EXECUTED,
+            "cached": r.status in (Outcome.CACHED, Outcome.UP_TO_DATE),
+            "executed": r.status == Outcome.EXECUTED,
             "start": round(started - self._t0, 6),
             "end": round(now - self._t0, 6),
             "duration": round(r.duration, 3),

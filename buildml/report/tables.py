@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+from buildml.events import Outcome
+
 
 def table(header, rows) -> list[str]:
     """Left-aligned columns, two spaces apart."""
@@ -121,7 +123,7 @@ def render_variant(result, index: int, total: int) -> str:
     ok, line = summary_line(result.finished)
     text = f"variant {index}/{total} {result.variant.id} {swept}: {'' if ok else 'FAILED: '}{line}"
     for r in result.finished.results:
-        if r.status == "failed":
+        if r.status == Outcome.FAILED:
             text += f"\n  FAILED {r.label}: {r.error}"
             if r.log_tail:
                 text += "\n" + "\n".join("    " + l for l in r.log_tail.splitlines()[-10:])

@@ -7,6 +7,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from buildml.events import Outcome
+
 
 @dataclass
 class VerifyReport:
@@ -69,8 +71,8 @@ def record_build(store, finished) -> None:
     counts = {"time": round(time.time()), "executed": 0, "cached_local": 0, "cached_remote": 0, "up_to_date": 0, "failed": 0}
     ac = os.path.join(str(local.root), "ac")
     for r in finished.results:
-        field_name = {"executed": "executed", "up-to-date": "up_to_date", "failed": "failed"}.get(r.status)
-        if r.status == "cached":
+        field_name = {Outcome.EXECUTED: "executed", Outcome.UP_TO_DATE: "up_to_date", Outcome.FAILED: "failed"}.get(r.status)
+        if r.status == Outcome.CACHED:
             field_name = "cached_remote" if r.source == "remote" else "cached_local"
         if field_name:
             counts[field_name] += 1
@@ -137,20 +139,6 @@ class GcReport:
     after: int = 0
     actions_removed: int = 0
     blobs_removed: int = 0
-
-
-def parse_size(text: str) -> int:
-    """'20GB', '500M', '1.5GiB', '1024' -> bytes."""
-    import re
-
-    from buildml.errors import UserError
-
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(I?B?)\s*", text.upper())
-    if not m:
-        raise UserError(f"cannot read size {text!r}", hint="e.g. 20GB, 500MB, 1.5GiB")
-    power = " KMGT".index(m.group(2) or " ")
-    base = 1024 if m.group(3) == "IB" else 1000
-    return int(float(m.group(1)) * base ** power)
 
 
 def gc(store, max_size: int) -> GcReport:

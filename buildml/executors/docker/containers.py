@@ -7,11 +7,6 @@ from buildml.executors.docker.engine import Engine, default_repository, docker_s
 from buildml.action import IMAGE_EXECUTOR
 
 
-def runs_in_docker(spec) -> bool:
-    """True for image builds and for actions that run in an image."""
-    return spec.image is not None or spec.executor == IMAGE_EXECUTOR
-
-
 class Containers:
     """Picks the Docker executor for a spec; cancels everything it started."""
 
@@ -57,19 +52,3 @@ class Containers:
     def cancel(self) -> None:
         if self._runner is not None:
             self._runner.cancel()
-
-
-def strip_images(graph, warn) -> None:
-    """For `--executor local`: drop image targets and run the targets that used them on this machine."""
-    import dataclasses
-
-    images = [label for label, spec in graph.specs.items() if spec.executor == IMAGE_EXECUTOR]
-    for label, spec in list(graph.specs.items()):
-        if spec.image is not None:
-            graph.specs[label] = dataclasses.replace(spec, image=None, network=False)
-    for label in images:
-        for table in (graph.specs, graph.inputs, graph.targets):
-            table.pop(label, None)
-        graph.dag.remove_node(label)
-    if images:
-        warn(f"--executor local: {len(images)} image target(s) skipped; targets that use them run on this machine")
