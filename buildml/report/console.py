@@ -7,7 +7,6 @@ import sys
 import threading
 import time
 
-from buildml.events import Transfer
 from buildml.events import (
     BuildFinished,
     BuildStarted,
@@ -15,6 +14,7 @@ from buildml.events import (
     TargetFinished,
     TargetLog,
     TargetStarted,
+    Transfer,
     Warning,
 )
 
