@@ -184,7 +184,7 @@ class Session:
         from buildml.store.admin import cache_lock, record_build
 
         self._check_overrides()
-        scheduler = self._scheduler(dry_run)
+        scheduler = self.scheduler(dry_run)
         try:
             local = getattr(self.store, "local", self.store)
             if not dry_run:
@@ -209,26 +209,38 @@ class Session:
                 raise UserError(f"--param {key}: no target selects the param {key!r}",
                                 hint=did_you_mean(key, selected) or "targets select params with `params: [key, ...]`")
 
-    def _scheduler(self, dry_run: bool) -> Scheduler:
+    def scheduler(self, dry_run: bool = False) -> Scheduler:
+        """The build's wiring, made here once: the scheduler and the rebuilder, runner and ledger it drives
+        (build, test, status, explain, verify and the features that need an action all go through it)."""
+        from buildml.engine.external import ExternalData
+        from buildml.engine.param_overrides import overrides_of
+        from buildml.engine.resources import Ledger, pools_for
+        from buildml.executors.docker.base_images import BaseImages
+        from buildml.load.lockfile import LOCK_FILE
+
         hasher = self.hasher = Hasher(self.state)  # kept: buildml/noop.py checks what it read
         out_root = self.options.out_root or str(self.ws.root)
         materializer = Materializer(out_root, self.state, hasher, self.store, self.warn, self.ws.state_dir / "displaced")
         params = ParamsReader(self.ws.root, self.options.param_overrides)
-        from buildml.executors.docker.base_images import base_images
-        from buildml.engine.external import external_data
-
+        check, update, lock = self.options.at_revision is None, self.options.update_lock, self.ws.root / LOCK_FILE
+        externals = ExternalData(lock, self.store, self.warn, check=check, update=update, dry_run=dry_run,
+                                 transfer=self.transfer)
+        base_images = BaseImages(lock, lambda: self.containers.engine, check=check, update=update, dry_run=dry_run)
+        missing = lambda action: getattr(self.executor_for(action.spec), "missing", lambda a: "")(action)  # MERGE: B
         rebuilder = Rebuilder(self.graph, self.state, hasher, params, self.store, materializer, self.options.rerun_tests,
-                              external_data(self, dry_run), base_images(self, dry_run))
-        from buildml.engine.param_overrides import overrides_of
-        from buildml.engine.resources import Ledger, pools_for
-
+                              externals, base_images, missing)
         ledger = Ledger(pools_for(self))  # cpus/gpus/memory per executor
         runner = Runner(self.store, self.executor_for, functools.cache(lambda: git_provenance(self.ws.root)),
-                        devices=ledger.device_env, overrides=lambda action: overrides_of(action, params))
+                        devices=ledger.device_env, overrides=lambda action: overrides_of(action, params),
+                        unusable=rebuilder.unusable)
         jobs = self.options.jobs or self.ws.settings.jobs or os.cpu_count() or 2
         return Scheduler(self.graph, rebuilder, runner, materializer, self.state, self.emit, jobs,
                          self.options.keep_going, dry_run, cancel=self.cancel_all, retries=self.options.test_retries,
                          resources=ledger)
+
+    def action_for(self, label, results: dict):
+        """(Action, staged inputs) of label, given the Results of its dependencies (shell, serve, verify)."""
+        return self.scheduler().rebuilder.action_for(label, results)
 
     def explain(self, pattern: str) -> dict:
         """The key inputs of one target and how they differ from its last build."""

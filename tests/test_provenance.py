@@ -107,3 +107,27 @@ def test_verify_identical_tolerance_and_nondeterminism(ws):
 
     verdicts = json.loads(ws.run("verify", "--at", sha, ":train", "--json", check=0).stdout)["verdicts"]
     assert verdicts[0]["outcome"] == "identical" and verdicts[0]["ok"]
+
+
+def test_verify_runs_through_the_build_ledger(ws):
+    """verify re-executes a GPU target under the build's resource ledger: it is handed the same single GPU
+    (CUDA_VISIBLE_DEVICES) as in the build, so a target that records its devices verifies identical.
+    Outside the ledger it would see every GPU (no CUDA_VISIBLE_DEVICES) and diverge."""
+    ws.write("buildml.yaml", "executors:\n  local: {gpus: 2}\n")  # declared: this machine has no GPU
+    ws.write("BUILD.yaml", """\
+targets:
+  gpu:
+    command: python -c "import os; open('dev.txt', 'w').write(os.environ.get('CUDA_VISIBLE_DEVICES', 'all'))"
+    outs: [dev.txt]
+    resources: {gpus: 1}
+""")
+    env = ws.env()
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    ws.run("build", ":gpu", check=0, env=env)
+    assert (ws.root / "dev.txt").read_text() == "0"
+    out = ws.run("verify", ":gpu", check=0, env=env).stdout
+    assert "//:gpu: identical" in out
+
+    ws.write("BUILD.yaml", (ws.root / "BUILD.yaml").read_text().replace("gpus: 1", "gpus: 3"))
+    proc = ws.run("verify", ":gpu", check=2, env=env)  # the ledger refuses what the executor cannot hold
+    assert "asks for gpus: 3" in proc.stderr + proc.stdout

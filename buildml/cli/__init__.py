@@ -483,12 +483,9 @@ def pull(targets, remote_cache):
 @click.argument("targets", nargs=-1)
 def lock(targets):
     """Pin the external data and base images TARGETS use (default: all, dropping unused pins) in buildml.lock."""
-    from buildml.executors.docker.base_images import lock_images
-    from buildml.engine.external import lock as run_lock
+    from buildml.features.lock import lock as relock
 
-    session = _session()
-    rows = run_lock(session, targets)
-    rows += lock_images(session, session.select(targets), everything=not targets)
+    rows = relock(_session(), targets)
     for dep, what in rows:
         click.echo(f"{what:9} {dep}")
     if not rows:

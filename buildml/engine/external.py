@@ -301,32 +301,9 @@ def _describe(pin: Pin, remote: Remote) -> str:
     return ", ".join(parts) or "content differs"
 
 
-def external_data(session, dry_run: bool) -> ExternalData:
-    """The external-data resolver of a Session: its workspace's lock, its store, its flags."""
-    options = session.options
-    return ExternalData(session.ws.root / LOCK_FILE, session.store, session.warn,
-                        check=getattr(options, "at_revision", None) is None,
-                        update=getattr(options, "update_lock", False), dry_run=dry_run, transfer=session.transfer)
-
-
 def external_deps(graph, labels) -> list[str]:
     """Every external dep read by labels and what they need."""
     deps = []
     for label in graph.closure(labels):
         deps.extend(d for d in getattr(graph.inputs[label], "external", ()) if d not in deps)
     return deps
-
-
-def lock(session, patterns) -> list[tuple[str, str]]:
-    """`buildml lock`: re-pin the external deps of the matched targets; (dep, what happened) rows."""
-    everything = not patterns
-    labels = session.select(patterns)
-    data = ExternalData(session.ws.root / LOCK_FILE, session.store, check=True, update=True)
-    rows = []
-    for dep in external_deps(session.graph, labels):
-        before = data.pins.get(dep)
-        after = data.resolve(dep)
-        rows.append((dep, "pinned" if before is None else "unchanged" if before == after else "updated"))
-    if everything:
-        rows += [(dep, "removed") for dep in data.prune([d for d, _ in rows])]
-    return rows

@@ -12,11 +12,14 @@ from dataclasses import dataclass
 
 from buildml.action import Action, InputFile
 from buildml.action import IMAGE_EXECUTOR
-from buildml.errors import AnalysisError, UserError
+from buildml.errors import AnalysisError, CacheCorruption, UserError
 from buildml.events import Outcome
+from buildml.engine.materialize import check_manifest_paths
 from buildml.executors.sandbox import Staged
 from buildml.trust import undecodable
 from buildml.load.workspace import SKIP_DIRS, inside
+
+RERUN_TESTS = "test results not taken from the cache (--no-cache-test-results)"
 
 @dataclass(frozen=True)
 class Decision:
@@ -31,8 +34,9 @@ class Rebuilder:
     """Builds actions from the graph and the results of their dependencies, and decides."""
 
     def __init__(self, graph, state, hasher, params, store, materializer, rerun_tests: bool = False, externals=None,
-                 base_images=None):
+                 base_images=None, missing=None):
         self.rerun_tests = rerun_tests
+        self.missing = missing or (lambda action: "")  # action -> why a result kept outside the store is gone, or ''
         self.externals = externals  # external.ExternalData: URL deps -> pinned store blobs
         self.base_images = base_images  # base_images.BaseImages: FROM references -> pinned digests
         self.graph, self.state, self.hasher = graph, state, hasher
@@ -126,17 +130,46 @@ class Rebuilder:
 
     # -- decisions -------------------------------------------------------------------
     def decide(self, label, action: Action) -> Decision:
-        """UP_TO_DATE (outputs in place), RESTORE (cache hit) or RUN, with reasons."""
-        key = action.key
+        """UP_TO_DATE (outputs in place), RESTORE (a usable cache entry) or RUN, with reasons."""
         if action.spec.is_test and self.rerun_tests:
-            return Decision(Outcome.RUN, ("test results not taken from the cache (--no-cache-test-results)",))
+            return Decision(Outcome.RUN, (RERUN_TESTS,))
         last = self.state.last_build(str(label))
-        if last is not None and last.get("key") == key and self.materializer.intact(last["outputs"]):
-            return Decision(Outcome.UP_TO_DATE)
-        manifest = self.store.get_action(key) if action.spec.cacheable else None
-        if manifest is not None and manifest.get("exit_code") == 0:
+        if last is not None and last.get("key") == action.key and self.materializer.intact(last["outputs"]):
+            gone = self.missing(action)  # e.g. an image removed from the engine since
+            return Decision(Outcome.RUN, (gone,)) if gone else Decision(Outcome.UP_TO_DATE)
+        manifest = self.store.get_action(action.key) if action.spec.cacheable else None
+        why = self.unusable(action, manifest)
+        if not why:
             return Decision(Outcome.RESTORE, ("outputs restored from cache",), manifest)
-        return Decision(Outcome.RUN, self.reasons(label, action))
+        if manifest is None or manifest.get("exit_code") != 0:
+            return Decision(Outcome.RUN, self.reasons(label, action))
+        return Decision(Outcome.RUN, (why,))
+
+    def unusable(self, action: Action, manifest: dict | None) -> str:
+        """Why the cache entry `manifest` cannot stand for running `action`, or '' when it can.
+
+        The one test of a cache entry: asked when deciding, and again under the action's lock before running
+        (another process may have built the key meanwhile). A corrupt entry never reaches it: the stores reject
+        it on read (trust.validate_manifest) and a corrupt blob is removed when found, so it is then missing.
+        """
+        if manifest is None:
+            return "not in the cache"
+        if not action.spec.cacheable:
+            return "not cacheable"
+        if action.spec.is_test and self.rerun_tests:
+            return RERUN_TESTS
+        if manifest.get("exit_code") != 0:
+            return "its cached run failed"
+        try:
+            check_manifest_paths(manifest.get("outputs", {}), action.spec.outs, manifest.get("out_dirs", ()))
+        except CacheCorruption as exc:  # a poisoned entry naming paths outside the declared outs
+            return exc.message
+        gone = self.missing(action)
+        if gone:
+            return gone
+        if not all(self.store.has_blob(m["digest"]) for m in manifest.get("outputs", {}).values()):
+            return "a cached output blob is missing"
+        return ""
 
     def reasons(self, label, action: Action) -> tuple:
         """Why the action must run, compared with the last successful build of label."""

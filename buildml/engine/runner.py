@@ -104,35 +104,35 @@ def misnamed(outputs: dict) -> str:
 class Runner:
     """Executes RUN decisions on an executor and records the results in the store."""
 
-    def __init__(self, store, executor_for, provenance, caller_env: dict | None = None, devices=None, overrides=None):
+    def __init__(self, store, executor_for, provenance, caller_env: dict | None = None, devices=None, overrides=None,
+                 unusable=None):
         self.store = store
         self.devices = devices or (lambda action: {})  # action -> {"CUDA_VISIBLE_DEVICES": ...} of the GPUs it holds
         self.overrides = overrides or (lambda action: {})  # action -> the --param overrides it was built with
         self.executor_for = executor_for  # spec -> Executor
         self.provenance = provenance  # () -> build-wide facts: git commit, dirty
+        self.unusable = unusable or (lambda action, manifest: "" if manifest is not None else "not in the cache")
         self.caller_env = dict(os.environ if caller_env is None else caller_env)
 
-    def run(self, action, staged, on_line, use_cache: bool = True) -> tuple[dict | None, object, str, str]:
+    def run(self, action, staged, on_line) -> tuple[dict | None, object, str, str]:
         """Execute under a per-key lock; return (manifest or None, outcome, log digest, log tail).
 
-        Under the lock the cache is checked again (unless use_cache is false): another process
-        may have built the same key meanwhile.
+        Under the lock the cache is asked again (the rebuilder's `unusable`): another process may have built the
+        same key meanwhile; its result is then returned with outcome None.
         """
-        spec = action.spec
         with FileLock(str(self.store.lock_path(action.key))):
-            if spec.cacheable and use_cache:
+            if action.spec.cacheable:
                 done = self.store.get_action(action.key)
-                if done is not None and done.get("exit_code") == 0 and not self.missing(action) and \
-                        all(self.store.has_blob(m["digest"]) for m in done.get("outputs", {}).values()):
+                if not self.unusable(action, done):
                     return done, None, done.get("log"), ""  # another process built it meanwhile
             return self._run_unlocked(action, staged, on_line)
 
-    def missing(self, action) -> str:
-        """Why a result kept outside the store (an image in the Docker engine) is gone, or ''."""
-        check = getattr(self.executor_for(action.spec), "missing", None)
-        return check(action) if check else ""
+    def rerun(self, action, staged, on_line) -> tuple[dict | None, object, str, str]:
+        """Execute again ignoring the cache, as run() does, but record nothing: the manifest is only returned
+        (`buildml verify` compares it with the recorded one). Blobs still enter the CAS."""
+        return self._run_unlocked(action, staged, on_line, record=False)
 
-    def _run_unlocked(self, action, staged, on_line):
+    def _run_unlocked(self, action, staged, on_line, record: bool = True):
         spec = action.spec
         sandbox = Sandbox(self.store.tempdir("sandbox-"))
         try:
@@ -157,7 +157,7 @@ class Runner:
                 return None, dataclasses.replace(outcome, exit_code=1, detail=bad_name), log_digest, log_tail
             metrics = mask_data(metrics, masks)  # where secrets_in_outputs allowed them
             manifest = self._manifest(action, outcome, outputs, metrics, log_digest, started)
-            if spec.cacheable:
+            if spec.cacheable and record:
                 self.store.put_action(action.key, manifest)
             return manifest, outcome, log_digest, log_tail
         except OSError as exc:  # a full disk, a vanished directory: say so, never a traceback

@@ -16,7 +16,7 @@ from buildml.events import (
     TargetLog,
     TargetStarted,
 )
-from buildml.engine.rebuilder import build_record
+from buildml.engine.rebuilder import Decision, build_record
 from buildml.executors.remote_runs import Detached
 from buildml.engine.param_overrides import with_override_reasons
 from buildml.engine.resources import Ledger
@@ -135,10 +135,6 @@ class Scheduler:
     def _decide(self, label, deps):
         action, staged = self.rebuilder.action_for(label, deps)
         decision = with_override_reasons(self.rebuilder.decide(label, action), action, self.rebuilder.params)
-        if decision.what in (Outcome.UP_TO_DATE, Outcome.RESTORE):  # e.g. an image removed from the engine since
-            gone = getattr(self.runner, "missing", lambda a: "")(action)
-            if gone:
-                decision = decision.__class__(Outcome.RUN, (gone,))
         if decision.what == Outcome.UP_TO_DATE or self.dry_run:
             return self._act(label, action, staged, decision)
         return action, staged, decision
@@ -183,19 +179,18 @@ class Scheduler:
                               source=decision.manifest.get("_source", "local"), manifest=decision.manifest)
             except (CacheCorruption, BlobMissing) as exc:
                 reason = exc.message if isinstance(exc, CacheCorruption) else "a cached output blob is missing"
-                return self._execute(label, action, staged, (reason,), trust_cache=False)
+                return self._execute(label, action, staged, (reason,))
         return self._execute(label, action, staged, decision.reasons)
 
-    def _execute(self, label, action, staged, reasons, trust_cache: bool = True) -> Result:
-        """Run the action; trust_cache=False after a rejected cache entry, so it is not served again."""
+    def _execute(self, label, action, staged, reasons) -> Result:
+        """Run the action (the runner asks the cache again under the action's lock)."""
         executor = self.runner.executor_for(action.spec).name
         self.emit(TargetStarted(label, executor, reasons))
         attempts = 0
         while True:
             attempts += 1
             manifest, outcome, log_digest, log_tail = self.runner.run(
-                action, staged, lambda line: self.emit(TargetLog(label, line)),
-                use_cache=trust_cache and not (action.spec.is_test and self.rebuilder.rerun_tests))
+                action, staged, lambda line: self.emit(TargetLog(label, line)))
             if manifest is not None or attempts > self._retries(action.spec):
                 break
         if manifest is None:
@@ -207,6 +202,22 @@ class Scheduler:
         status = Outcome.EXECUTED if outcome is not None else Outcome.CACHED
         return Result(label, status, action.key, manifest["outputs"], reasons, source=executor if outcome else "local",
                       manifest=manifest, log_digest=log_digest, attempts=attempts)
+
+    def rerun(self, label, deps: dict, on_line) -> tuple[dict | None, object, str]:
+        """Execute label again, ignoring the cache, under the resource ledger as a build runs it (its GPUs in
+        CUDA_VISIBLE_DEVICES, its executor's limits); record nothing. (manifest or None, outcome, log tail):
+        `buildml verify` compares the manifest with the recorded one."""
+        action, staged = self.rebuilder.action_for(label, deps)
+        prepared = (action, staged, Decision(Outcome.RUN, ("verify",)))
+        refused = self.resources.refusal(label, prepared)
+        if refused:
+            raise refused
+        self.resources.take(deque([(label, prepared)]))  # alone on its executor, so it fits
+        try:
+            manifest, outcome, _log, log_tail = self.runner.rerun(action, staged, on_line)
+        finally:
+            self.resources.release(label)
+        return manifest, outcome, log_tail
 
     def _retries(self, spec) -> int:
         if not spec.is_test:

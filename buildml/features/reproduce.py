@@ -1,19 +1,19 @@
 """`buildml verify`: re-execute targets ignoring their cached results and compare with what was recorded.
 
 The named targets' dependencies are built (or restored from the cache) as usual; then each named
-target runs again with the same action key, into a store view that neither answers from nor
-writes to the action cache, so the recorded manifest stays as it was. Same key, different
+target runs again with the same action key, through the build's runner and resource ledger
+(Scheduler.rerun), neither answered from nor recorded in the action cache, so the recorded
+manifest stays as it was. Same key, different
 outputs means the target is non-deterministic (unseeded randomness, timestamps in files, ...).
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 from buildml.events import Outcome
 from buildml.features.provenance import flat_metrics
-from buildml.engine.runner import Runner, failure_message
+from buildml.engine.runner import failure_message
 
 IDENTICAL = "identical"
 WITHIN = "within tolerance"
@@ -36,39 +36,19 @@ class Verdict:
         return self.outcome in (IDENTICAL, WITHIN)
 
 
-class _NoActionCache:
-    """A view of a store that never answers from, nor writes to, the action cache (blobs pass through)."""
-
-    def __init__(self, store):
-        self._store = store
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
-
-    def get_action(self, key):
-        return None
-
-    def put_action(self, key, manifest):
-        pass
-
-
 def verify(session, patterns, on_line=lambda label, line: None) -> list[Verdict]:
     """Build what the matched targets need, then re-execute each matched target and compare."""
     labels = session.select(patterns)
     finished = session.build(patterns)
     results = {r.label: r for r in finished.results}
-    rebuilder = session._scheduler(False).rebuilder
-    from buildml.api import git_provenance
-
-    runner = Runner(_NoActionCache(session.store), session.executor_for,
-                    functools.cache(lambda: git_provenance(session.ws.root)))
+    scheduler = session.scheduler()  # the runner and resource ledger of a build
     try:
-        return [_verify_one(session, rebuilder, runner, results, label, on_line) for label in labels]
+        return [_verify_one(session, scheduler, results, label, on_line) for label in labels]
     finally:
         session.state.close()
 
 
-def _verify_one(session, rebuilder, runner, results, label, on_line) -> Verdict:
+def _verify_one(session, scheduler, results, label, on_line) -> Verdict:
     result = results[label]
     if result.status == Outcome.FAILED or not result.ok:
         return Verdict(str(label), NOT_VERIFIED, note=f"it did not build: {result.error or result.status}")
@@ -76,8 +56,7 @@ def _verify_one(session, rebuilder, runner, results, label, on_line) -> Verdict:
     if recorded is None:
         return Verdict(str(label), NOT_VERIFIED, note="no recorded result to compare with (the target is not cacheable)")
     deps = {d: results[d] for d in session.graph.dag.predecessors(label)}
-    action, staged = rebuilder.action_for(label, deps)
-    manifest, outcome, _log, tail = runner.run(action, staged, lambda line: on_line(label, line))
+    manifest, outcome, tail = scheduler.rerun(label, deps, lambda line: on_line(label, line))
     if manifest is None:
         return Verdict(str(label), DIVERGED, note=f"re-execution failed ({failure_message(outcome)}) where the "
                        f"recorded build succeeded: non-deterministic or environment-dependent\n{tail}")

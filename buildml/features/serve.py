@@ -68,7 +68,7 @@ def _built_action(session, label):
     if bad:
         raise ExecutionError(f"cannot serve {label}: {bad[0].label} did not build", hint="see the build output above")
     results = {r.label: r for r in finished.results}
-    return session._scheduler(False).rebuilder.action_for(label, results)
+    return session.action_for(label, results)
 
 
 def _server(session, action, staged, settings: dict, port: int, on_line):

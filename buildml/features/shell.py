@@ -21,7 +21,7 @@ def open_shell(session, pattern: str, command: str | None = None) -> int:
         raise UserError(f"{pattern!r} matches {len(labels)} targets", hint="name exactly one target")
     label = labels[0]
     results = _build_deps(session, label)
-    action, staged = session._scheduler(False).rebuilder.action_for(label, results)
+    action, staged = session.action_for(label, results)
     sandbox = Sandbox(session.store.tempdir("shell-"))
     try:
         spec = action.spec

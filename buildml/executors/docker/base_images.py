@@ -190,35 +190,6 @@ class BaseImages:
         return gone
 
 
-def base_images(session, dry_run: bool) -> BaseImages:
-    """The base-image resolver of a Session: its workspace's lock, its engine, its flags."""
-    options = session.options
-    return BaseImages(session.ws.root / LOCK_FILE, lambda: session.containers.engine,
-                      check=getattr(options, "at_revision", None) is None,
-                      update=getattr(options, "update_lock", False), dry_run=dry_run)
-
-
-def lock_images(session, labels, everything: bool) -> list[tuple[str, str]]:
-    """`buildml lock`: re-pin the base images of the image targets among labels; (ref, what happened) rows."""
-    from buildml.action import IMAGE_EXECUTOR
-
-    resolver = BaseImages(session.ws.root / LOCK_FILE, lambda: session.containers.engine, update=True)
-    before = dict(resolver.pins)
-    rows, seen = [], []
-    for label in session.graph.closure(labels):
-        spec = session.graph.specs[label]
-        if spec.executor != IMAGE_EXECUTOR:
-            continue
-        for ref, digest in dockerfile_pins(resolver, session.ws.root, spec):
-            if ref not in seen:
-                seen.append(ref)
-                what = "pinned" if ref not in before else "unchanged" if before[ref] == digest else "updated"
-                rows.append((f"image {ref}", what))
-    if everything:
-        rows += [(f"image {ref}", "removed") for ref in resolver.prune(seen)]
-    return rows
-
-
 def dockerfile_pins(resolver: BaseImages, root, spec) -> tuple[tuple[str, str], ...]:
     """The pins of an image target's spec (its Dockerfile is argv[3], its build args in extra)."""
     build_args = dict(dict(spec.extra).get("build_args") or [])
