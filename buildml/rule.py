@@ -1,6 +1,6 @@
 """The plugin API for rules, stable for user rules: `from buildml.rule import Attr, Rule, ...`.
 
-The only buildml module that rules (built-in ones in rules/ and the user's own) import. The schema
+The only buildml module that rules (built-in ones in buildml/rules/ and the user's own) import. The schema
 itself lives in buildml/load/schema.py; this module names what a rule may use.
 """
 

@@ -28,3 +28,20 @@ def test_top_level_holds_only_values_facade_and_plugin_api():
     top = sorted(p.stem for p in (REPO / "buildml").glob("*.py"))
     assert top == ["__init__", "action", "api", "dag", "errors", "events", "fsutil", "gate", "hashing", "labels",
                    "rule", "trust", "units"]
+
+
+def test_no_session_below_the_facade():
+    """Nothing below api.py takes the facade: load, analyse, engine, store, executors and report get the pieces
+    they need (a store, a warn callback, an executor context), so the Session is no service locator. Only the
+    verbs in features/ and the CLI take a session."""
+    import ast
+
+    takers = []
+    for layer in ("load", "analyse", "engine", "store", "executors", "report"):
+        for path in sorted((REPO / "buildml" / layer).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    names = [a.arg for a in node.args.args + node.args.kwonlyargs]
+                    if "session" in names:
+                        takers.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
+    assert takers == []

@@ -28,6 +28,7 @@ from buildml.hashing import CHUNK
 from buildml.load.lockfile import LOCK_FILE, Pin, read_lock, write_lock
 from buildml.executors.sandbox import Staged
 from buildml.store.local import remove_tree
+from buildml.store.remote import url_filesystem
 
 STAGE_DIR = "external"
 _GLOB_CHARS = set("*?[")
@@ -58,16 +59,6 @@ def staged_path(url: str) -> str:
     return "/".join([STAGE_DIR, parts.scheme or "file", *segments])
 
 
-def _filesystem(url: str):
-    import fsspec  # heavy backends load only when a target reads external data
-
-    try:
-        return fsspec.core.url_to_fs(url)
-    except (ImportError, ValueError) as exc:
-        raise EnvironmentProblem(f"cannot open {url}: {exc}",
-                                 hint="install the fsspec backend for that scheme (s3fs, gcsfs, adlfs, aiohttp)") from None
-
-
 def _identity(info: dict) -> tuple:
     found = {}
     for name, value in info.items():
@@ -79,7 +70,7 @@ def _identity(info: dict) -> tuple:
 
 def probe(dep: str) -> list[Remote]:
     """The files dep matches now, with their size and backend identity (metadata only)."""
-    fs, path = _filesystem(dep)
+    fs, path = url_filesystem(dep)
     try:
         paths = sorted(fs.glob(path)) if _GLOB_CHARS & set(path) else [path]
         infos = [(p, fs.info(p)) for p in paths]
@@ -105,7 +96,7 @@ def fetch(url: str, store, progress=None) -> tuple[str, int]:
     """Copy the file at url into the store; return (content digest, size). progress: a progress.Progress."""
     import xxhash
 
-    fs, path = _filesystem(url)
+    fs, path = url_filesystem(url)
     tmp = Path(store.tempdir("external-")) / "blob"
     h, size = xxhash.xxh3_128(), 0
     try:

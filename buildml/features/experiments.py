@@ -9,12 +9,12 @@ the local action cache, with the params of the builds that produced its inputs (
 from __future__ import annotations
 
 import subprocess
-import time
 
 from buildml.errors import UserError
 from buildml.events import Outcome
 from buildml.labels import parse_label
 from buildml.features.provenance import flat_metrics
+from buildml.report.tables import local_time
 
 
 # -- which targets ----------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def history(session, text: str) -> dict:
         mine = _in_this_repo(session.ws.root, [e for e in index.of_label(str(label)) if e.get("exit_code") == 0])
         lineage = Lineage(index.producers)
         rows = [{"key": e["key"], "commit": e.get("commit"), "dirty": e.get("dirty", False),
-                 "started": e.get("started"), "date": _date(e.get("started")), "executor": e.get("executor"),
+                 "started": e.get("started"), "date": local_time(e.get("started")), "executor": e.get("executor"),
                  "duration": e.get("duration"), "params": lineage.params(e), "own_params": e.get("params") or {},
                  "param_overrides": e.get("param_overrides") or [],
                  "metrics": flat_metrics(e.get("metrics") or {})}
@@ -198,10 +198,6 @@ def _in_this_repo(root, entries) -> list:
         return entries
     known = {line.split()[0] for line in proc.stdout.splitlines() if line.split()[1:2] == ["commit"]}
     return [e for e in entries if not e.get("commit") or e["commit"] in known]
-
-
-def _date(ts) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "?"
 
 
 # -- params ---------------------------------------------------------------------------------------

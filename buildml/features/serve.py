@@ -257,22 +257,9 @@ class ContainerServer(_Logged):
         self.container = None
 
     def start(self) -> None:
-        import docker
+        from buildml.executors.docker.server import start_server_container
 
-        from buildml.executors.docker.engine import CONTAINER_LABEL, engine_error
-        from buildml.executors.docker.run import sweep_orphans
-
-        client = self.engine.client()
-        sweep_orphans(self.engine)
-        try:
-            self.container = client.containers.create(
-                self.ref, ports={f"{self.inner_port}/tcp": ("127.0.0.1", self.host_port)},
-                user=f"{os.getuid()}:{os.getgid()}", environment={"PORT": str(self.inner_port), "PYTHONUNBUFFERED": "1"},
-                labels={CONTAINER_LABEL: f"{os.getpid()}@{socket.gethostname()}", "buildml.target": self.label},
-                network_mode="bridge", init=True, stdin_open=False, tty=False)
-            self.container.start()
-        except docker.errors.APIError as exc:
-            raise engine_error(exc, f"starting the server of {self.label}") from None
+        self.container = start_server_container(self.engine, self.ref, self.inner_port, self.host_port, self.label)
         self._follow(_chunks_to_lines(self.container.logs(stream=True, follow=True, stdout=True, stderr=True)))
 
     def poll(self) -> int | None:

@@ -1,6 +1,6 @@
 """The rule interface: attribute schemas, validation with locations, and the rule registry.
 
-Built-in kinds live in `rules/` (installed as `buildml.rules`) and use only this module, the
+Built-in kinds live in `buildml/rules/` and use only this module, the
 same interface a workspace's own rules use.
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 from buildml.events import Outcome
 
@@ -35,10 +36,13 @@ def commit(sha, dirty=False) -> str:
     return (sha[:10] if sha else "(no commit)") + ("-dirty" if dirty else "")
 
 
-def _when(entry) -> str:
-    from buildml.features.experiments import _date
+def local_time(ts) -> str:
+    """A timestamp as local date and time, or '?'."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "?"
 
-    return _date(entry.get("started"))
+
+def _when(entry) -> str:
+    return local_time(entry.get("started"))
 
 
 # -- metrics ------------------------------------------------------------------------------------

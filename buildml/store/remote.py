@@ -63,6 +63,17 @@ def open_fs(url: str, storage_options: dict):
     return fs, root.rstrip("/")
 
 
+def url_filesystem(url: str):
+    """(fsspec filesystem, path) for any fsspec URL (external data deps); a clear error for a missing backend."""
+    import fsspec  # heavy backends load only when a target reads external data
+
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as exc:
+        raise EnvironmentProblem(f"cannot open {url}: {exc}",
+                                 hint="install the fsspec backend for that scheme (s3fs, gcsfs, adlfs, aiohttp)") from None
+
+
 def _is_denied(exc: BaseException) -> bool:
     """Permission denied, as s3fs (PermissionError), gcsfs (HttpError code 403) or others say it."""
     return isinstance(exc, PermissionError) or getattr(exc, "code", None) == 403 or \
