@@ -43,7 +43,7 @@ def _free_port() -> int:
 def registry(tmp_path_factory):
     """host:port of a real registry started for this test session."""
     binary = shutil.which("docker-registry")
-    assert binary, "docker-registry is missing: apt-get install docker-registry (.ci/system-deps installs it)"
+    assert binary, "docker-registry is missing: apt-get install docker-registry (tools/system-deps.sh installs it)"
     root = tmp_path_factory.mktemp("registry")
     port = _free_port()
     (root / "config.yml").write_text(yaml.safe_dump({
