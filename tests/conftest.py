@@ -39,6 +39,7 @@ class WS:
         env["BUILDML_CACHE_DIR"] = str(self.cache)
         env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
         env.pop("BUILDML_DEBUG", None)
+        env.pop("FORCE_COLOR", None)  # tests assert plain piped output unless they ask for colour
         env.update(extra)
         return env
 

@@ -40,7 +40,10 @@ def repo(built, tmp_path) -> WS:
 
 
 def run_json(ws, *args, check=0):
-    return json.loads(ws.run(*args, "--json", check=check).stdout)
+    """The summary object: the last of the JSON lines every --json output prints."""
+    lines = [json.loads(line) for line in ws.run(*args, "--json", check=check).stdout.splitlines()]
+    assert lines[-1]["event"] == "summary"
+    return lines[-1]
 
 
 def test_metrics_of_the_current_build(repo):
@@ -218,7 +221,10 @@ def test_manifest_index_follows_the_cache(tmp_path):
 
 def test_a_failing_variant_fails_the_sweep_and_ranks_last(repo):
     """One variant failing (a negative C) fails the sweep (exit 1) and shows its error; the others are still built and ranked."""
-    info = json.loads(repo.run("build", "//:train", "--sweep", "train.C=-1,0.25", "--sort", "accuracy", "--json", check=1).stdout)
+    lines = [json.loads(l) for l in repo.run("build", "//:train", "--sweep", "train.C=-1,0.25", "--sort", "accuracy",
+                                             "--json", check=1).stdout.splitlines()]
+    assert [l["event"] for l in lines] == ["variant", "variant", "summary"]  # a line per variant as it ends
+    info = lines[-1]
     assert [(v["params"]["train.C"], v["ok"]) for v in info["variants"]] == [(0.25, True), (-1, False)]
     assert info["variants"][0]["executed"] == 0  # C=0.25 is commit B's build, already cached
     failed = info["variants"][1]

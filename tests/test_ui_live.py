@@ -22,8 +22,8 @@ class Pane:
 
     def __init__(self, ws, command: str, env: dict | None = None, width: int = 120, height: int = 40):
         self.socket = f"buildml-test-{uuid.uuid4().hex[:8]}"
-        base = {k: v for k, v in ws.env().items() if k in ("PATH", "BUILDML_CACHE_DIR", "HOME", "LANG")}
-        exports = "unset NO_COLOR\n" + "".join(f"export {k}={shlex.quote(v)}\n" for k, v in {**base, **(env or {})}.items())
+        base = {k: v for k, v in ws.env().items() if k in ("PATH", "BUILDML_CACHE_DIR", "HOME", "LANG", "PYTHONPATH")}
+        exports = "unset NO_COLOR CI FORCE_COLOR\n" + "".join(f"export {k}={shlex.quote(v)}\n" for k, v in {**base, **(env or {})}.items())
         script = ws.root.parent / f"{self.socket}.sh"
         script.write_text(f"{exports}cd {shlex.quote(str(ws.root))}\n{command}\necho EXIT=$?\nsleep 120\n")
         self._tmux("new-session", "-d", "-x", str(width), "-y", str(height), f"bash {shlex.quote(str(script))}")
@@ -150,3 +150,22 @@ def test_live_view_shows_byte_progress_of_transfers():
         assert "raw.parquet" not in screen()
     finally:
         reporter.close()
+
+
+def test_ci_and_dumb_terminals_get_plain_lines_and_force_color_colours_pipes(ws, pane_factory):
+    """With CI set (runners that allocate a pty) or TERM=dumb, a terminal gets plain timestamped lines, no redraw;
+    FORCE_COLOR colours piped output, and NO_COLOR still wins over it."""
+    ws.write("BUILD.yaml", "targets:\n  a:\n    command: echo hi\n")
+    for env in ({"CI": "true"}, {"TERM": "dumb"}):
+        (ws.root / "BUILD.yaml").write_text(f"targets:\n  a:\n    command: echo {sorted(env)[0]}\n")
+        pane = pane_factory(ws, f"{BIN}/buildml build //...", env=env)
+        screen = pane.wait_for(r"EXIT=\d+")[-1]
+        assert "EXIT=0" in screen
+        assert re.search(r"\d\d:\d\d:\d\d DONE +//:a", screen), screen  # the plain reporter's lines
+        assert not COUNTS.search(screen) and "what ran" not in screen, screen
+    (ws.root / "BUILD.yaml").write_text("targets:\n  a:\n    command: echo forced\n")
+    coloured = ws.run("build", "//...", check=0, env=ws.env(FORCE_COLOR="1")).stdout
+    assert "\x1b[32mDONE\x1b[0m" in coloured
+    (ws.root / "BUILD.yaml").write_text("targets:\n  a:\n    command: echo plain\n")
+    plain = ws.run("build", "//...", check=0, env=ws.env(FORCE_COLOR="1", NO_COLOR="1")).stdout
+    assert "\x1b[" not in plain

@@ -40,6 +40,8 @@ def main(argv=None) -> None:
     except BuildmlError as exc:
         click.echo(f"buildml: error: {exc.render()}", err=True)
         code = exc.exit_code
+        if "--json" in (sys.argv[1:] if argv is None else argv):  # a JSON reader gets the error as a line too
+            click.echo(json.dumps(error_object(exc, code), sort_keys=True))
     except Exception as exc:  # a bug: say so plainly, without a traceback unless asked
         if os.environ.get("BUILDML_DEBUG"):
             raise
@@ -47,6 +49,13 @@ def main(argv=None) -> None:
                    "rerun with BUILDML_DEBUG=1 for the traceback and report it", err=True)
         code = 3
     sys.exit(code or 0)
+
+
+def error_object(exc: BuildmlError, code: int) -> dict:
+    """The JSON line of an error: message, where (file:line:col), field, hint, who must act, exit code."""
+    where = str(exc.location) if exc.location else None
+    return {"event": "error", "error": exc.message, "location": where, "field": exc.field or None,
+            "hint": exc.hint or None, "who": exc.who, "exit_code": code}
 
 
 def _session(options=None, emit=lambda e: None, at=None):
@@ -99,10 +108,10 @@ def _display(as_json: bool, verbose: int, quiet: bool, color, show=()):
     """The live view on a terminal, else plain timestamped lines (coloured only if asked), or JSON."""
     if as_json:
         return _reporter(True, verbose, quiet)
-    from buildml.report.color import ColorStream, use_color
+    from buildml.report.color import ColorStream, live_view, use_color
 
     colored = use_color(color, sys.stdout)
-    if sys.stdout.isatty() and not quiet:
+    if live_view(sys.stdout) and not quiet:
         from buildml.report.live import LiveReporter
 
         return LiveReporter(verbosity=1 + verbose, show_outputs=show, color=colored)
@@ -118,7 +127,7 @@ def _recorded(session, display, command: str = "build"):
     return Tee(BuildRecorder(session.ws.state_dir / RECORD_FILE, session.graph.dag, command), display)
 
 
-COLOR_HELP = "colour the output (default: on a terminal unless NO_COLOR is set)"
+COLOR_HELP = "colour the output (default: on a terminal; NO_COLOR turns it off, FORCE_COLOR on)"
 EXECUTOR_HELP = "run targets on NAME: local (here, ignoring image:), docker, or an executor of buildml.yaml"
 
 
@@ -214,8 +223,9 @@ def test(targets, jobs, keep_going, params, as_json, verbose, quiet, remote_cach
 @cli.command()
 @click.argument("targets", nargs=-1, shell_complete=complete_labels)
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
+@click.option("--exit-code", is_flag=True, help="exit 1 when anything is stale (as `git diff --exit-code`)")
 @_at_option
-def status(targets, as_json, at):
+def status(targets, as_json, exit_code, at):
     """Show which targets are stale and why (nothing is built)."""
     session = _session(at=at)
     finished = session.build(targets, dry_run=True)
@@ -224,9 +234,10 @@ def status(targets, as_json, at):
 
     remote = running(session)
     if as_json:
-        click.echo(json.dumps({"stale": [{"target": str(r.label), "status": r.status, "reasons": list(r.reasons),
-                                          "error": r.error} for r in rows], "remote_running": remote}, indent=2))
-        return 0
+        click.echo(json.dumps({"event": "summary", "stale": [{"target": str(r.label), "status": r.status,
+                                                             "reasons": list(r.reasons), "error": r.error} for r in rows],
+                                "remote_running": remote, "targets": len(finished.results)}, sort_keys=True))
+        return 1 if exit_code and rows else 0
     for line in render_running(remote):
         click.echo(line)
     if not rows:
@@ -239,7 +250,7 @@ def status(targets, as_json, at):
         click.echo(f"{r.label}: {'would restore from cache' if restorable else 'stale'}")
         for reason in r.reasons:
             click.echo(f"    {reason}")
-    return 0
+    return 1 if exit_code and rows else 0
 
 
 @cli.command()
@@ -250,7 +261,7 @@ def explain(target, as_json, at):
     """Show TARGET's key inputs and what changed since its last build."""
     info = _session(at=at).explain(target)
     if as_json:
-        click.echo(json.dumps(info, indent=2, sort_keys=True))
+        click.echo(json.dumps({"event": "summary", **info}, sort_keys=True))
         return 0
     click.echo(f"{info['target']}: {info['status']}")
     click.echo(f"  key:      {info['key'] or '(unknown until its deps are built)'}")
@@ -504,7 +515,7 @@ def show(target, at, as_json, params):
     from buildml.features.provenance import render_show, show as run_show
 
     info = run_show(_session(Options(param_overrides=_overrides(params)), at=at), target)
-    click.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else render_show(info))
+    click.echo(json.dumps({"event": "summary", **info}, sort_keys=True) if as_json else render_show(info))
     return 0
 
 
@@ -520,7 +531,7 @@ def diff(rev1, rev2, target, as_json):
     from buildml.features.provenance import diff as run_diff, render_diff
 
     info = run_diff(rev1, rev2, target, lambda rev: session_at(rev, Options()))
-    click.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else render_diff(info))
+    click.echo(json.dumps({"event": "summary", **info}, sort_keys=True) if as_json else render_diff(info))
     return 0
 
 
@@ -540,7 +551,7 @@ def verify_targets(targets, at, jobs, as_json):
     session = _session(Options(jobs=jobs), emit=PlainReporter(sys.stderr, verbosity=0), at=at)
     verdicts = run_verify(session, targets)
     if as_json:
-        click.echo(json.dumps({"verdicts": [{**asdict(v), "ok": v.ok} for v in verdicts]}, indent=2))
+        click.echo(json.dumps({"event": "summary", "verdicts": [{**asdict(v), "ok": v.ok} for v in verdicts]}))
     else:
         click.echo(render(verdicts))
     return 0 if all(v.ok for v in verdicts) else 1

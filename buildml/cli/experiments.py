@@ -14,7 +14,8 @@ SORT_HELP = "rank sweep variants by METRIC: highest first, or METRIC:asc for low
 
 
 def _dump(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    """A --json answer: one JSON line, the summary object (as every --json output ends)."""
+    click.echo(json.dumps({"event": "summary", **obj}, sort_keys=True, default=str))
 
 
 def _session(options=None):
@@ -42,7 +43,7 @@ def sweep_options(f):
 @click.argument("targets", nargs=-1, shell_complete=complete_labels)
 @click.option("--history", "past", is_flag=True, help="every past result of TARGET in the local cache: date, commit, params, metrics")
 @click.option("--compare", "rev", metavar="REV", help="beside the results of git revision REV's tree, with the change")
-@click.option("--json", "as_json", is_flag=True, help="one JSON object")
+@click.option("--json", "as_json", is_flag=True, help="one JSON line (the summary object)")
 def metrics(targets, past, rev, as_json):
     """Show the metrics of the current builds of TARGETS (default: every target with metrics)."""
     from buildml.features import experiments as ex
@@ -84,7 +85,7 @@ def _only_metrics_target(session) -> str:
 @click.argument("targets", nargs=-1, shell_complete=complete_labels)
 @click.option("--compare", "rev", metavar="REV", help="only the params whose value differs from git revision REV's")
 @click.option("--param", "overrides", multiple=True, metavar="KEY=VALUE", help="as `build --param` would set it")
-@click.option("--json", "as_json", is_flag=True, help="one JSON object")
+@click.option("--json", "as_json", is_flag=True, help="one JSON line (the summary object)")
 def params(targets, rev, overrides, as_json):
     """Show the params TARGETS (default //...) select and their values in effect."""
     from buildml.features import experiments as ex
@@ -149,7 +150,11 @@ def build_sweep(targets, sweeps, sort_text, options, at, as_json, quiet) -> int:
 
     def on_done(result):
         done.append(result)
-        if not as_json and (not quiet or not result.ok):
+        if as_json:  # a JSON line per variant as it ends; the summary object closes the output
+            row = sw.report([result], axes, None)["variants"][0]
+            click.echo(json.dumps({"event": "variant", **row}, sort_keys=True, default=str))
+            sys.stdout.flush()
+        elif not quiet or not result.ok:
             click.echo(text.render_variant(result, len(done), len(todo)))
             sys.stdout.flush()
 

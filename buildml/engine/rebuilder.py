@@ -7,6 +7,7 @@ Decisions carry their reasons, so `status` and `explain` only print what is know
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -213,6 +214,11 @@ def _settings(action: Action) -> dict:
     return {label: material[field] for field, label in named.items() if material.get(field)}
 
 
+def _plain(value):
+    """value as the state database gives it back (JSON: tuples become lists), so both sides compare alike."""
+    return json.loads(json.dumps(value, default=str))
+
+
 def _short(d) -> str:
     return (d or "none")[:8]
 
@@ -247,7 +253,7 @@ def explain_difference(old: dict, new: dict) -> tuple:
         reasons.append(f"image changed ({_short(old.get('image'))} -> {_short(new['image'])})")
     if sorted(old.get("outs", [])) != sorted(new["outs"]):
         reasons.append("outs changed")
-    old_s, new_s = old.get("settings", {}), new.get("settings", {})
+    old_s, new_s = _plain(old.get("settings", {})), _plain(new.get("settings", {}))  # the state holds lists
     reasons.extend(f"{name} changed" for name in sorted(set(old_s) | set(new_s)) if old_s.get(name) != new_s.get(name))
     if not reasons:
         reasons.append("outputs missing from the cache" if old.get("key") == new["key"] else "cache schema changed")

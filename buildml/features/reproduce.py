@@ -38,7 +38,7 @@ class Verdict:
 
 def verify(session, patterns, on_line=lambda label, line: None) -> list[Verdict]:
     """Build what the matched targets need, then re-execute each matched target and compare."""
-    labels = session.select(patterns)
+    labels = session.build_labels(patterns)  # what build(patterns) builds: wildcards leave test targets out
     finished = session.build(patterns)
     results = {r.label: r for r in finished.results}
     scheduler = session.scheduler()  # the runner and resource ledger of a build

@@ -10,13 +10,24 @@ _STYLES = {"FAILED": "31;1", "BUILD FAILED": "31;1", "NOT BUILT": "33", "WARNING
 _WORD = re.compile(r"^(\d\d:\d\d:\d\d )(BUILD FAILED|NOT BUILT|UP-TO-DATE|FAILED|WARNING|CACHED|DONE|RUN)\b")
 
 
-def use_color(flag: bool | None, stream) -> bool:
-    """An explicit --color/--no-color wins; else NO_COLOR (any value) turns colour off; else colour on a TTY."""
+def use_color(flag: bool | None, stream, env=None) -> bool:
+    """An explicit --color/--no-color wins; else NO_COLOR (any value) turns colour off; else FORCE_COLOR (any
+    value but 0/false) turns it on; else colour on a terminal that is not TERM=dumb."""
+    env = os.environ if env is None else env
     if flag is not None:
         return flag
-    if os.environ.get("NO_COLOR"):
+    if env.get("NO_COLOR"):
         return False
-    return bool(getattr(stream, "isatty", lambda: False)())
+    if env.get("FORCE_COLOR", "") not in ("", "0", "false"):
+        return True
+    return bool(getattr(stream, "isatty", lambda: False)()) and env.get("TERM") != "dumb"
+
+
+def live_view(stream, env=None) -> bool:
+    """Redraw in place only on a real terminal: not under CI (CI set: runners that allocate a pty), not TERM=dumb."""
+    env = os.environ if env is None else env
+    ci = env.get("CI", "") not in ("", "0", "false")
+    return bool(getattr(stream, "isatty", lambda: False)()) and not ci and env.get("TERM") != "dumb"
 
 
 def paint(line: str) -> str:
