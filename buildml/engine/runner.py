@@ -129,8 +129,7 @@ class Runner:
 
     def missing(self, action) -> str:
         """Why a result kept outside the store (an image in the Docker engine) is gone, or ''."""
-        check = getattr(self.executor_for(action.spec), "missing", None)
-        return check(action) if check else ""
+        return self.executor_for(action.spec).missing(action)
 
     def _run_unlocked(self, action, staged, on_line):
         spec = action.spec

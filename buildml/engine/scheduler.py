@@ -136,7 +136,7 @@ class Scheduler:
         action, staged = self.rebuilder.action_for(label, deps)
         decision = with_override_reasons(self.rebuilder.decide(label, action), action, self.rebuilder.params)
         if decision.what in (Outcome.UP_TO_DATE, Outcome.RESTORE):  # e.g. an image removed from the engine since
-            gone = getattr(self.runner, "missing", lambda a: "")(action)
+            gone = self.runner.missing(action)
             if gone:
                 decision = decision.__class__(Outcome.RUN, (gone,))
         if decision.what == Outcome.UP_TO_DATE or self.dry_run:

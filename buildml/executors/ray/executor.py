@@ -33,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from buildml.executors import RunOutcome, RunRequest
+from buildml.executors import Executor, RunOutcome, RunRequest
 from buildml.executors.ray import task as ray_task
 from buildml.errors import CacheCorruption, EnvironmentProblem, ExecutionError, UserError
 
@@ -117,7 +117,8 @@ class Run:
     stopped: bool = False
 
 
-class RayExecutor:
+class RayExecutor(Executor):
+    config_options = None  # checks its own (_checked_options)
     """Runs actions on a Ray cluster, inputs and outputs through the shared remote cache."""
 
     def __init__(self, config, session):
