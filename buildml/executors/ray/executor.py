@@ -143,6 +143,12 @@ class RayExecutor(Executor):
     def _nodes(self) -> list:
         return [n for n in self._ray().nodes() if n.get("Alive")]
 
+    def shell(self, request: RunRequest, argv: list, tty: bool) -> int:
+        """`buildml shell` on a ray target opens the sandbox here, as before the registry (not on a cluster node)."""
+        import subprocess
+
+        return subprocess.call(argv, cwd=request.sandbox.workdir(request.action.spec.workdir), env=request.env)
+
     def capacity(self) -> dict:
         """The cluster's totals in buildml's names: cpus, gpus, memory (bytes)."""
         totals = self._ray().cluster_resources()
