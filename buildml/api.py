@@ -226,7 +226,7 @@ class Session:
         externals = ExternalData(lock, self.store, self.warn, check=check, update=update, dry_run=dry_run,
                                  transfer=self.transfer)
         base_images = BaseImages(lock, lambda: self.containers.engine, check=check, update=update, dry_run=dry_run)
-        missing = lambda action: getattr(self.executor_for(action.spec), "missing", lambda a: "")(action)  # MERGE: B
+        missing = lambda action: self.executor_for(action.spec).missing(action)  # noqa: E731  (declared by Executor)
         rebuilder = Rebuilder(self.graph, self.state, hasher, params, self.store, materializer, self.options.rerun_tests,
                               externals, base_images, missing)
         ledger = Ledger(pools_for(self))  # cpus/gpus/memory per executor

@@ -188,13 +188,13 @@ def pools_for(session):
 def _make_pool(session, config) -> Pool:
     declared = dict(config.capacity)
     executor = session.executor() if session._injected else None
-    if executor is None and config.type == "ray":
+    if executor is None and config.type not in ("local", "docker"):  # a registry type (ray, fake, third-party)
         from buildml.load.executor_settings import executor_for
 
         executor = executor_for(session, _Probe(config.name))
-    reported = getattr(executor, "capacity", None)
-    if callable(reported):  # an executor that knows its own (Ray; a test's fake)
-        return Pool(config.name, {**dict.fromkeys(KEYS), **reported(), **declared})
+    reported = executor.capacity() if executor is not None else None
+    if reported is not None:  # an executor that knows its own (Ray; a test's fake)
+        return Pool(config.name, {**dict.fromkeys(KEYS), **reported, **declared})
     if config.type == "local":
         capacity, ids = machine_capacity(declared)
         return Pool(config.name, capacity, ids)

@@ -37,10 +37,32 @@ class RunOutcome:
 
 
 class Executor(Protocol):
+    """What every executor does; executors subclass it explicitly and override the optional capabilities."""
+
     name: str
+    config_options: tuple | None = ()  # the buildml.yaml options its type accepts; None: any, it checks its own
+
+    @classmethod
+    def from_config(cls, config, session) -> "Executor":
+        """The executor for one buildml.yaml entry (an ExecutorConfig)."""
+        return cls(config, session)
 
     def run(self, request: RunRequest) -> RunOutcome: ...
 
     def cancel(self) -> None:
         """Stop every running action (Ctrl-C)."""
+
+    def capacity(self) -> dict | None:
+        """The cpus/gpus/memory this executor reports, or None: not known (declared, machine or engine capacity)."""
+        return None
+
+    def missing(self, action) -> str:
+        """Why a result kept outside the store (e.g. an image in the Docker engine) is gone, or '' (nothing)."""
+        return ""
+
+    def shell(self, request: RunRequest, argv: list, tty: bool) -> int:
+        """Run argv interactively in the prepared sandbox; by default an executor cannot."""
+        from buildml.errors import UserError
+
+        raise UserError(f"executor {self.name!r} cannot open a shell", hint="use a local or docker executor")
 

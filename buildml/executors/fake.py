@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import socket
 
-from buildml.executors import RunOutcome, RunRequest
+from buildml.executors import Executor, RunOutcome, RunRequest
 
 
-class FakeExecutor:
+class FakeExecutor(Executor):
     """Writes each declared out as the text given by `outputs` (default: the label), records what ran."""
 
     name = "fake"
+    config_options = ("outputs", "fail")
+
+    @classmethod
+    def from_config(cls, config, session) -> "FakeExecutor":
+        """A fake named in buildml.yaml: `executors: {rec: {type: fake}}` (options: outputs, fail)."""
+        return cls(config.option("outputs"), config.option("fail", ()))
 
     def __init__(self, outputs=None, fail=()):
         self.ran: list[str] = []

@@ -9,10 +9,10 @@ import subprocess
 import threading
 import time
 
-from buildml.executors import RunOutcome, RunRequest, mask
+from buildml.executors import Executor, RunOutcome, RunRequest, mask
 
 
-class LocalExecutor:
+class LocalExecutor(Executor):
     """Runs commands as subprocesses of this machine."""
 
     name = "local"
@@ -63,6 +63,10 @@ class LocalExecutor:
             detail = f"killed by {signal.Signals(-code).name}"
         return RunOutcome(code, time.monotonic() - start, self.name, socket.gethostname(),
                           timed_out=timed_out.is_set(), detail=detail)
+
+    def shell(self, request: RunRequest, argv: list, tty: bool) -> int:
+        """Run argv here in the sandbox, attached to this terminal."""
+        return subprocess.call(argv, cwd=request.sandbox.workdir(request.action.spec.workdir), env=request.env)
 
     def cancel(self) -> None:
         with self._lock:

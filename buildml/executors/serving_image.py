@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from buildml.action import IMAGE_EXECUTOR
-from buildml.executors import RunOutcome, RunRequest
+from buildml.executors import Executor, RunOutcome, RunRequest
 from buildml.executors.docker.image_build import _logger, _normalize
 from buildml.executors.docker.engine import engine_error
 
@@ -56,7 +56,7 @@ def _quote(value: str) -> str:
     return f'"{escaped}"'
 
 
-class ServingImageBuilder:
+class ServingImageBuilder(Executor):
     """Builds an endpoint's serving image, tagged <repository>:<key>; `missing` says when it left the engine."""
 
     name = IMAGE_EXECUTOR

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 from buildml.errors import UserError
@@ -29,10 +28,8 @@ def open_shell(session, pattern: str, command: str | None = None) -> int:
         env, masks = action_env(spec, sandbox, dict(os.environ))
         argv = ["sh", "-c", command] if command else INTERACTIVE
         executor = session.executor_for(spec)
-        if hasattr(executor, "shell"):
-            request = RunRequest(action, sandbox, env, sandbox.root / "action.log", masks=masks)
-            return executor.shell(request, argv, tty=command is None and sys.stdin.isatty())
-        return subprocess.call(argv, cwd=sandbox.workdir(spec.workdir), env=env)
+        request = RunRequest(action, sandbox, env, sandbox.root / "action.log", masks=masks)
+        return executor.shell(request, argv, tty=command is None and sys.stdin.isatty())
     finally:
         sandbox.remove()
         session.state.close()

@@ -3,7 +3,7 @@
 Resolution per target: `--executor NAME` > the target's `executor:` > the workspace's `executor:` >
 `docker` when the target has `image:`, else `local`. A local-type executor runs the target here,
 ignoring its `image:`; a docker-type one runs it in its image (a target without `image:` then
-runs here); a ray-type one is built by `buildml.executors.ray.executor.RayExecutor(config, session)`.
+runs here); other types (ray, fake, third-party) come from buildml.executors.registry, made once per session.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 
 from buildml.action import IMAGE_EXECUTOR as IMAGE_BUILD
 from buildml.errors import LoadError, UserError, did_you_mean
+from buildml.executors import registry
 
 BUILTIN = ("local", "docker")
-TYPES = ("local", "docker", "ray")
 CAPACITY_KEYS = ("cpus", "gpus", "memory")
-TYPE_OPTIONS = {"local": (), "docker": (), "ray": None}  # None: any option; that executor checks its own
 
 
 @dataclass(frozen=True)
@@ -98,23 +97,24 @@ def _parse_one(name, entry, doc) -> ExecutorConfig:
         raise LoadError(f"executor {name!r} must be a mapping", location=doc.where(where),
                         hint="e.g. {type: local, gpus: 1}")
     kind = entry.get("type", name if name in BUILTIN else None)
-    if kind not in TYPES:
+    types = registry.type_names()
+    if kind not in types:
         raise LoadError(f"executor {name!r} needs a type: local, docker or ray" if kind is None else
                         f"unknown executor type {kind!r}", location=doc.where(where + ("type",)), field=f"executors.{name}",
-                        hint=did_you_mean(str(kind), TYPES) or "types: " + ", ".join(TYPES))
+                        hint=did_you_mean(str(kind), types) or "types: " + ", ".join(types))
     if name in BUILTIN and kind != name:
         raise LoadError(f"the built-in executor {name!r} cannot change its type to {kind!r}",
                         location=doc.where(where + ("type",)), hint=f"give the {kind} executor another name")
-    capacity, options = {}, {}
+    capacity, options, accepted = {}, {}, registry.accepted_options(kind)
     for key, value in entry.items():
         if key == "type":
             continue
         if key in CAPACITY_KEYS:
             capacity[key] = _capacity_value(key, value, doc, where + (key,), f"executors.{name}.{key}")
-        elif TYPE_OPTIONS[kind] is None or key in TYPE_OPTIONS[kind]:
+        elif accepted is None or key in accepted:
             options[key] = value
         else:
-            known = ("type",) + CAPACITY_KEYS + tuple(TYPE_OPTIONS[kind])
+            known = ("type",) + CAPACITY_KEYS + tuple(accepted)
             raise LoadError(f"unknown option {key!r} for a {kind} executor", location=doc.where(where + (key,)),
                             field=f"executors.{name}", hint=did_you_mean(str(key), known) or "options: " + ", ".join(known))
     return ExecutorConfig(name, kind, options, capacity)
@@ -177,13 +177,8 @@ def executor_for(session, spec):
 
 
 def make_executor(config: ExecutorConfig, session):
-    """A ray-type executor: buildml.executors.ray.executor.RayExecutor(config, session), imported only now."""
-    try:
-        from buildml.executors.ray.executor import RayExecutor
-    except ImportError as exc:
-        raise UserError(f"executor {config.name!r} has type ray, which this buildml cannot run: {exc}",
-                        hint="install Ray (pip install 'buildml[ray]'), or set a local/docker type for it in buildml.yaml") from None
-    return RayExecutor(config, session)
+    """A named executor of a registry type (ray, fake, third-party), its module imported only now."""
+    return registry.executor_class(config.type, config.name).from_config(config, session)
 
 
 def cancel_named(session) -> None:

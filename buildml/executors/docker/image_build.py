@@ -7,7 +7,7 @@ import tarfile
 import time
 
 from buildml.action import IMAGE_EXECUTOR
-from buildml.executors import RunOutcome, RunRequest, mask
+from buildml.executors import Executor, RunOutcome, RunRequest, mask
 from buildml.executors.docker.engine import engine_error
 from buildml.executors.docker.dockerignore import biggest
 
@@ -15,7 +15,7 @@ INLINE_DOCKERFILE = ".buildml.Dockerfile"  # where a Dockerfile outside the cont
 _PULL_FAILURES = ("dial tcp", "pull access denied", "manifest unknown", "repository does not exist", "not found")
 
 
-class ImageBuilder:
+class ImageBuilder(Executor):
     """Builds images; `missing` tells the scheduler when a remembered image left the engine."""
 
     name = IMAGE_EXECUTOR

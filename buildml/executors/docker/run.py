@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 
-from buildml.executors import RunOutcome, RunRequest, mask
+from buildml.executors import Executor, RunOutcome, RunRequest, mask
 from buildml.executors.docker.engine import CONTAINER_LABEL, engine_error
 from buildml.executors.docker.copy import (
     HOME,
@@ -25,7 +25,7 @@ MAX_RO_MOUNTS = 256  # inputs mounted read-only one by one up to this many; beyo
 _ENV_FROM_SANDBOX = ("PATH", "HOME", "TMPDIR", "BUILDML_WORKSPACE")
 
 
-class DockerExecutor:
+class DockerExecutor(Executor):
     """Runs each action in a fresh container of its image target's image."""
 
     name = "docker"

@@ -33,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from buildml.executors import RunOutcome, RunRequest
+from buildml.executors import Executor, RunOutcome, RunRequest
 from buildml.executors.ray import task as ray_task
 from buildml.errors import CacheCorruption, EnvironmentProblem, ExecutionError, UserError
 
@@ -117,7 +117,8 @@ class Run:
     stopped: bool = False
 
 
-class RayExecutor:
+class RayExecutor(Executor):
+    config_options = None  # checks its own (_checked_options)
     """Runs actions on a Ray cluster, inputs and outputs through the shared remote cache."""
 
     def __init__(self, config, session):
@@ -141,6 +142,12 @@ class RayExecutor:
 
     def _nodes(self) -> list:
         return [n for n in self._ray().nodes() if n.get("Alive")]
+
+    def shell(self, request: RunRequest, argv: list, tty: bool) -> int:
+        """`buildml shell` on a ray target opens the sandbox here, as before the registry (not on a cluster node)."""
+        import subprocess
+
+        return subprocess.call(argv, cwd=request.sandbox.workdir(request.action.spec.workdir), env=request.env)
 
     def capacity(self) -> dict:
         """The cluster's totals in buildml's names: cpus, gpus, memory (bytes)."""
