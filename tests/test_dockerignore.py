@@ -91,3 +91,39 @@ def test_biggest_groups_by_top_level_entry():
     """The size warning names top-level directories by their total size, biggest first."""
     sizes = {"data/a": 5, "data/b": 6, "model.bin": 10, "src/x.py": 1}
     assert biggest(sizes, 2) == [("data/", 11), ("model.bin", 10)]
+
+
+_ENGINE_CASES = [
+    ["*", "!src"],
+    ["data/*", "!data/keep.txt"],
+    ["*/raw", "**/*.pyc"],
+    ["data", "!data/raw/x.csv"],
+]
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("lines", _ENGINE_CASES)
+def test_agrees_with_the_engine(tmp_path, lines):
+    """The files we keep are the files the real engine copies into an image (FROM the local busybox base)."""
+    import subprocess
+    import uuid
+
+    from conftest import REPO
+
+    subprocess.run([str(REPO / "tools/base-images.sh"), "busybox"], check=True, capture_output=True)
+    files = ["src/a.py", "src/deep/b.pyc", "data/raw/x.csv", "data/keep.txt", "data/y.csv", "top.pyc", "notes.md"]
+    for path in files:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(path)
+    (tmp_path / "Dockerfile").write_text("FROM buildml-base/busybox:1\nCOPY . /ctx\n")
+    (tmp_path / ".dockerignore").write_text("\n".join(lines) + "\n")
+    tag = f"buildml-test-dockerignore:{uuid.uuid4().hex[:12]}"
+    subprocess.run(["docker", "build", "-q", "-t", tag, str(tmp_path)], check=True, capture_output=True)
+    try:
+        listing = subprocess.run(["docker", "run", "--rm", "--network", "none", tag, "find", "/ctx", "-type", "f"],
+                                 check=True, capture_output=True, text=True).stdout.split()
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+    in_image = {p.removeprefix("/ctx/") for p in listing} - {"Dockerfile", ".dockerignore"}
+    excluded = matcher(lines)
+    assert in_image == {f for f in files if not excluded(f)}
