@@ -562,6 +562,8 @@ cli.add_command(_run)
 from buildml.cli.experiments import metrics as _metrics, params as _params  # noqa: E402  (buildml/experiments.py)
 cli.add_command(_metrics)
 cli.add_command(_params)
+from buildml.cli.schema import schema as _schema  # noqa: E402  `buildml schema`: JSON Schemas for editors
+cli.add_command(_schema)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

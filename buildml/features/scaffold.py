@@ -7,7 +7,9 @@ from pathlib import Path
 from buildml.errors import UserError
 from buildml.load.workspace import BUILD_FILE, ROOT_FILE, STATE_DIR
 
-ROOT_TEXT = """\
+SCHEMA_DIR = f"{STATE_DIR}/schema"  # `buildml schema build|workspace` prints them again, e.g. after adding rules
+ROOT_TEXT = f"""\
+# yaml-language-server: $schema={SCHEMA_DIR}/workspace.json
 # buildml workspace settings. An empty file is valid; every setting is optional.
 # See README.md and BUILD.example.yaml.
 
@@ -22,7 +24,8 @@ ROOT_TEXT = """\
 #   OMP_NUM_THREADS: "1"
 """
 
-BUILD_TEXT = """\
+BUILD_TEXT = f"""\
+# yaml-language-server: $schema={SCHEMA_DIR}/build.json
 # Targets of this package. Build them all with `buildml build //...`, one with `buildml build //:hello`.
 # Every field of every kind is documented in BUILD.example.yaml in the buildml repository.
 targets:
@@ -49,10 +52,24 @@ def init_workspace(directory) -> list[str]:
                         hint="buildml init never overwrites files; remove or rename them, or edit them by hand")
     (root / ROOT_FILE).write_text(ROOT_TEXT)
     (root / BUILD_FILE).write_text(BUILD_TEXT)
+    _write_schemas(root / SCHEMA_DIR)
     written = [ROOT_FILE, BUILD_FILE]
     if _add_ignores(root / ".gitignore"):
         written.append(".gitignore")
     return written
+
+
+def _write_schemas(directory: Path) -> None:
+    """The JSON Schemas the modelines of the starter files name (editor completion and checks)."""
+    import json
+
+    from buildml.load.json_schema import build_schema, workspace_schema
+    from buildml.load.schema import RuleRegistry
+    from buildml.rules import builtin_rules
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "build.json").write_text(json.dumps(build_schema(RuleRegistry(builtin_rules())), indent=2) + "\n")
+    (directory / "workspace.json").write_text(json.dumps(workspace_schema(), indent=2) + "\n")
 
 
 def _add_ignores(path: Path) -> bool:

@@ -1,24 +1,13 @@
-"""Docker build contexts: which files survive `.dockerignore`, with Docker's semantics, on pathspec."""
+"""Docker build contexts: which files survive `.dockerignore`, with Docker's semantics."""
 
 from __future__ import annotations
 
 import functools
 import os
-import posixpath
+import re
+from dataclasses import dataclass
 
 ALWAYS_SENT = ("Dockerfile", ".dockerignore")
-
-
-@functools.cache
-def _pattern_kind() -> str:
-    """pathspec >= 1.0 names the gitwildmatch syntax 'gitignore' (and deprecates the old name)."""
-    import pathspec.util
-
-    try:
-        pathspec.util.lookup_pattern("gitignore")
-        return "gitignore"
-    except KeyError:
-        return "gitwildmatch"
 
 
 def read_patterns(path) -> list[str]:
@@ -30,34 +19,111 @@ def read_patterns(path) -> list[str]:
         return []
 
 
-def to_gitwildmatch(line: str) -> str | None:
-    """One Docker pattern as a gitwildmatch pattern anchored at the context root, or None for none.
+@dataclass(frozen=True)
+class Pattern:
+    """One cleaned .dockerignore line: its '/'-joined components, and whether it re-includes (`!`)."""
 
-    Docker cleans each pattern (filepath.Clean), strips a leading '/', matches it against the
-    whole path from the context root (no "match at any depth" as in .gitignore), lets a pattern
-    that matches a directory exclude everything under it, and lets `!pattern` re-include, the
-    last matching line winning. Anchoring each pattern with '/' gives exactly that in pathspec.
+    text: str
+    negate: bool
+
+    @property
+    def depth(self) -> int:
+        return self.text.count("/") + 1
+
+
+def clean(line: str) -> Pattern | None:
+    """One .dockerignore line as a Pattern, or None for blanks, comments and patterns that clean to nothing.
+
+    Like Docker: strip spaces, drop empty and '.' components (so leading and trailing '/' do not
+    matter) and let each '..' remove the component before it.
     """
     text = line.strip()
     if not text or text.startswith("#"):
         return None
     negate = text.startswith("!")
     text = text[1:].strip() if negate else text
-    text = posixpath.normpath(text).lstrip("/")
-    if text in ("", "."):
-        return None
-    return ("!" if negate else "") + "/" + text
+    parts: list[str] = []
+    for part in text.split("/"):
+        if part == "..":
+            if parts:
+                parts.pop()
+        elif part and part != ".":
+            parts.append(part)
+    return Pattern("/".join(parts), negate) if parts else None
 
 
-def matcher(patterns):
-    """A function relpath -> True when the path is excluded from the context."""
-    import pathspec
+@functools.lru_cache(maxsize=1024)
+def _regex(pattern: str) -> re.Pattern:
+    """A Docker glob as a regex: `*` and `?` stop at '/', `**` spans directories, `[...]` is a class."""
+    out, i, n = ["^"], 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c == "*" and i < n and pattern[i] == "*":
+            i += 1
+            if i < n and pattern[i] == "/":
+                i += 1
+            out.append(".*" if i >= n else "(.*/)?")
+        elif c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = i + 1 if i < n and pattern[i] == "!" else i
+            j = j + 1 if j < n and pattern[j] == "]" else j
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                out.append("\\[")
+                continue
+            body = pattern[i:j].replace("\\", "\\\\")
+            i = j + 1
+            if body[0] == "!":
+                body = "^" + body[1:]
+            elif body[0] == "^":
+                body = "\\" + body
+            out.append(f"[{body}]")
+        else:
+            out.append(re.escape(c))
+    out.append("$")
+    return re.compile("".join(out))
 
-    lines = [p for p in (to_gitwildmatch(l) for l in patterns) if p]
-    if not lines:
+
+def _matches(patterns: list[Pattern], relpath: str) -> bool:
+    """Docker's per-path rule: the last matching line wins; a line also matches the path's first
+    `depth` parent directories (so `data/*` matches `data/raw/x.csv` through `data/raw`)."""
+    matched = False
+    parent_dirs = relpath.split("/")[:-1]
+    for p in patterns:
+        hit = bool(_regex(p.text).match(relpath))
+        if not hit and parent_dirs and p.depth <= len(parent_dirs):
+            hit = bool(_regex(p.text).match("/".join(parent_dirs[:p.depth])))
+        if hit:
+            matched = not p.negate
+    return matched
+
+
+def matcher(lines):
+    """A function relpath -> True when the file is excluded from the context.
+
+    A file is excluded when it matches, or when one of its parent directories matches and no
+    `!pattern` starts with that directory's path (Docker then never descends into it).
+    """
+    patterns = [p for p in (clean(line) for line in lines) if p]
+    if not patterns:
         return lambda relpath: False
-    spec = pathspec.PathSpec.from_lines(_pattern_kind(), lines)
-    return spec.match_file
+    patterns.append(Pattern(".dockerignore", negate=True))
+    reincluded = [p.text for p in patterns if p.negate]
+
+    def excluded(relpath: str) -> bool:
+        parts = relpath.split("/")
+        for depth in range(1, len(parts)):
+            directory = "/".join(parts[:depth])
+            if _matches(patterns, directory) and not any(t.startswith(directory) for t in reincluded):
+                return True
+        return _matches(patterns, relpath)
+
+    return excluded
 
 
 def filter_context(root: str, context: str, ignore_file: str, files) -> list[str]:
