@@ -113,11 +113,50 @@ class Session:
 
     def executor_for(self, spec):
         """The executor that runs spec (its executor name resolved by the graph), or the one a test injected."""
+        from buildml.action import IMAGE_EXECUTOR
+        from buildml.load.executor_settings import executor_settings
+
         if self._injected:
             return self.executor()
-        from buildml.load.executor_settings import executor_for
+        if spec.executor == IMAGE_EXECUTOR:
+            return self.containers.executor_for(spec)
+        config = executor_settings(self.ws.settings).get(spec.executor or "local")
+        if config.type == "local":
+            return self.executor()
+        if config.type == "docker":
+            return self.containers.executor_for(spec)
+        return self._named(config)
 
-        return executor_for(self, spec)
+    def _named(self, config):
+        """The executor of a registry type (ray, fake, third-party) named config.name, made once."""
+        made = self.__dict__.setdefault("_named_executors", {})
+        if config.name not in made:
+            made[config.name] = make_executor(config, self)
+        return made[config.name]
+
+    def probe_run(self, record: dict) -> dict | None:
+        """What the executor type that detached a run says of it now (Executor.probe); None when it is over."""
+        from buildml.load.executor_settings import executor_settings
+        from buildml.load.executor_types import executor_class
+
+        name = record.get("executor")
+        configs = executor_settings(self.ws.settings).executors
+        kind = configs[name].type if name in configs else "ray"  # an executor since removed from buildml.yaml
+        return executor_class(kind, name or "").probe(record)
+
+    def _capacity_source(self, config):
+        """The executor whose capacity() the resource ledger asks for config, or None (local, docker)."""
+        if self._injected:
+            return self.executor()
+        return None if config.type in ("local", "docker") else self._named(config)
+
+    def _engine_capacity(self) -> dict:
+        """The Docker engine's NCPU and MemTotal (unknown when the engine cannot say)."""
+        try:
+            info = self.containers.engine.client().info()
+            return {"cpus": info.get("NCPU"), "memory": info.get("MemTotal")}
+        except Exception:  # no engine: the container executor reports that itself when it runs
+            return {"cpus": None, "memory": None}
 
     @property
     def containers(self):
@@ -131,9 +170,8 @@ class Session:
     def cancel_all(self) -> None:
         """Stop every running action on every executor in use (Ctrl-C)."""
         self.executor().cancel()
-        from buildml.load.executor_settings import cancel_named
-
-        cancel_named(self)
+        for executor in self.__dict__.get("_named_executors", {}).values():
+            executor.cancel()
         if self.__dict__.get("_containers") is not None:
             self._containers.cancel()
 
@@ -216,6 +254,7 @@ class Session:
         from buildml.engine.param_overrides import overrides_of
         from buildml.engine.resources import Ledger, pools_for
         from buildml.executors.docker.base_images import BaseImages
+        from buildml.load.executor_settings import executor_settings
         from buildml.load.lockfile import LOCK_FILE
 
         hasher = self.hasher = Hasher(self.state)  # kept: buildml/noop.py checks what it read
@@ -229,7 +268,7 @@ class Session:
         missing = lambda action: self.executor_for(action.spec).missing(action)  # noqa: E731  (declared by Executor)
         rebuilder = Rebuilder(self.graph, self.state, hasher, params, self.store, materializer, self.options.rerun_tests,
                               externals, base_images, missing)
-        ledger = Ledger(pools_for(self))  # cpus/gpus/memory per executor
+        ledger = Ledger(pools_for(executor_settings(self.ws.settings), self._capacity_source, self._engine_capacity))
         runner = Runner(self.store, self.executor_for, functools.cache(lambda: git_provenance(self.ws.root)),
                         devices=ledger.device_env, overrides=lambda action: overrides_of(action, params),
                         unusable=rebuilder.unusable)
@@ -295,6 +334,13 @@ class Session:
         remove_variant_trees(self.ws.root, cleaned)
         clean_state_dir(self.ws.root / STATE_DIR, everything, displaced, cleaned)
         return cleaned
+
+
+def make_executor(config, session):
+    """A named executor of a registry type (ray, fake, third-party), its module imported only now."""
+    from buildml.load.executor_types import executor_class
+
+    return executor_class(config.type, config.name).from_config(config, session)
 
 
 def git_provenance(root) -> dict:

@@ -201,3 +201,16 @@ def undecodable(path: str) -> str:
         return ""
     except UnicodeEncodeError:
         return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def check_manifest_paths(outputs: dict, outs, out_dirs=()) -> None:
+    """Refuse malformed outputs, and output paths or out_dirs outside the target's declared outs (a poisoned cache)."""
+    validate_outputs(outputs, "cached manifest outputs")
+    validate_relpaths(list(out_dirs) if isinstance(out_dirs, tuple) else out_dirs, "cached manifest out_dirs")
+    check_tree_shape(outputs, out_dirs)
+    declared = set(outs)
+    for what, paths in (("path", outputs), ("out_dir", out_dirs)):
+        for path in paths:
+            if path not in declared and not any(path.startswith(d + "/") for d in declared):
+                raise CacheCorruption(f"cached manifest names {what} {path!r}, which is not a declared out",
+                                      hint="the cache entry was rejected")

@@ -7,7 +7,8 @@ import pytest
 
 from buildml.api import Options, Session
 from buildml.errors import UserError
-from buildml.load.executor_settings import ExecutorConfig, make_executor
+from buildml.api import make_executor
+from buildml.load.executor_settings import ExecutorConfig
 from buildml.load.workspace import read_settings
 from conftest import executed
 

@@ -6,9 +6,10 @@ import pytest
 
 from buildml.api import Options, Session
 from buildml.errors import LoadError
-from buildml.executors import registry
+from buildml.load import executor_types as registry
 from buildml.executors.fake import FakeExecutor
-from buildml.load.executor_settings import ExecutorConfig, make_executor
+from buildml.api import make_executor
+from buildml.load.executor_settings import ExecutorConfig
 from buildml.load.workspace import read_settings
 from conftest import executed
 

@@ -232,7 +232,7 @@ def status(targets, as_json, exit_code, at):
     rows = [r for r in finished.results if r.status in (Outcome.STALE, Outcome.RESTORABLE, Outcome.FAILED)]
     from buildml.executors.remote_runs import render_running, running  # remote actions still running (buildml/remote_runs.py)
 
-    remote = running(session)
+    remote = running(session.ws.state_dir, session.store, session.probe_run)
     if as_json:
         click.echo(json.dumps({"event": "summary", "stale": [{"target": str(r.label), "status": r.status,
                                                              "reasons": list(r.reasons), "error": r.error} for r in rows],

@@ -13,24 +13,9 @@ import stat
 import time
 from pathlib import Path
 
-from buildml.errors import CacheCorruption, UserError
+from buildml.errors import UserError
 from buildml.store.leftovers import is_temp_name
-from buildml.trust import symlinked_part
-
-
-def check_manifest_paths(outputs: dict, outs, out_dirs=()) -> None:
-    """Refuse malformed outputs, and output paths or out_dirs outside the target's declared outs (a poisoned cache)."""
-    from buildml.trust import check_tree_shape, validate_outputs, validate_relpaths
-
-    validate_outputs(outputs, "cached manifest outputs")
-    validate_relpaths(list(out_dirs) if isinstance(out_dirs, tuple) else out_dirs, "cached manifest out_dirs")
-    check_tree_shape(outputs, out_dirs)
-    declared = set(outs)
-    for what, paths in (("path", outputs), ("out_dir", out_dirs)):
-        for path in paths:
-            if path not in declared and not any(path.startswith(d + "/") for d in declared):
-                raise CacheCorruption(f"cached manifest names {what} {path!r}, which is not a declared out",
-                                      hint="the cache entry was rejected")
+from buildml.trust import check_manifest_paths, symlinked_part
 
 
 class Materializer:

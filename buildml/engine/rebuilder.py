@@ -15,9 +15,8 @@ from buildml.action import Action, InputFile
 from buildml.action import IMAGE_EXECUTOR
 from buildml.errors import AnalysisError, CacheCorruption, UserError
 from buildml.events import Outcome
-from buildml.engine.materialize import check_manifest_paths
 from buildml.executors.sandbox import Staged
-from buildml.trust import undecodable
+from buildml.trust import check_manifest_paths, undecodable
 from buildml.load.workspace import SKIP_DIRS, inside
 
 RERUN_TESTS = "test results not taken from the cache (--no-cache-test-results)"

@@ -167,31 +167,27 @@ class Ledger:
         return {"CUDA_VISIBLE_DEVICES": ",".join(devices)} if devices else {}
 
 
-def pools_for(session):
-    """pool_for(spec) for a session: one Pool per executor name, its capacity found once."""
-    from buildml.load.executor_settings import IMAGE_BUILD, executor_settings
+def pools_for(settings, executor_of, engine_capacity):
+    """pool_for(spec): one Pool per executor name, its capacity found once. executor_of(config) is the executor
+    that reports its own capacity() (None: local, docker); engine_capacity() the Docker engine's cpus and memory."""
+    from buildml.action import IMAGE_EXECUTOR
 
-    settings = executor_settings(session.ws.settings)
     pools: dict = {}
 
     def pool_for(spec):
         name = spec.executor or "local"
-        if name == IMAGE_BUILD or not any(request_of(spec).values()):
+        if name == IMAGE_EXECUTOR or not any(request_of(spec).values()):
             return None
         if name not in pools:
-            pools[name] = _make_pool(session, settings.get(name))
+            pools[name] = _make_pool(settings.get(name), executor_of, engine_capacity)
         return pools[name]
 
     return pool_for
 
 
-def _make_pool(session, config) -> Pool:
+def _make_pool(config, executor_of, engine_capacity) -> Pool:
     declared = dict(config.capacity)
-    executor = session.executor() if session._injected else None
-    if executor is None and config.type not in ("local", "docker"):  # a registry type (ray, fake, third-party)
-        from buildml.load.executor_settings import executor_for
-
-        executor = executor_for(session, _Probe(config.name))
+    executor = executor_of(config)
     reported = executor.capacity() if executor is not None else None
     if reported is not None:  # an executor that knows its own (Ray; a test's fake)
         return Pool(config.name, {**dict.fromkeys(KEYS), **reported, **declared})
@@ -199,22 +195,5 @@ def _make_pool(session, config) -> Pool:
         capacity, ids = machine_capacity(declared)
         return Pool(config.name, capacity, ids)
     if config.type == "docker":
-        return Pool(config.name, {**_engine_capacity(session), "gpus": None, **declared})  # gpus: only if declared
+        return Pool(config.name, {**engine_capacity(), "gpus": None, **declared})  # gpus: only if declared
     return Pool(config.name, {**dict.fromkeys(KEYS), **declared})
-
-
-@dataclass(frozen=True)
-class _Probe:
-    """A stand-in spec to look a named executor up."""
-
-    executor: str
-    image: object = None
-
-
-def _engine_capacity(session) -> dict:
-    """The Docker engine's NCPU and MemTotal (unknown when the engine cannot say)."""
-    try:
-        info = session.containers.engine.client().info()
-        return {"cpus": info.get("NCPU"), "memory": info.get("MemTotal")}
-    except Exception:  # no engine: the container executor reports that itself when it runs
-        return {"cpus": None, "memory": None}

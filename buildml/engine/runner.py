@@ -6,18 +6,18 @@ import dataclasses
 import json
 import os
 import socket
-import sys
 import time
 
 from filelock import FileLock
 
 from buildml import __version__
 from buildml.load.checks import checked_outcome
-from buildml.errors import LoadError, UserError
+from buildml.errors import LoadError
 from buildml.executors import RunRequest
 from buildml.hashing import digest_file
-from buildml.executors.masking import mask_data, masks_for, secret_in_outputs
+from buildml.executors.masking import mask_data
 from buildml.load.plain import to_plain
+from buildml.executors.action_env import action_env, params_by_file, screened
 from buildml.executors.sandbox import Sandbox
 from buildml.store.local import disk_error
 from buildml.trust import undecodable
@@ -25,29 +25,6 @@ from buildml.load.yamlsrc import load_yaml
 
 LOG_TAIL_LINES = 30
 BASE_ENV_NAMES = ("LANG", "LC_ALL", "TZ")
-
-
-def action_env(spec, sandbox: Sandbox, caller_env: dict) -> tuple[dict, tuple]:
-    """The command's environment: documented basics, declared env, and secrets (with the forms to mask:
-    masking.masks_for of their values)."""
-    path = os.path.dirname(sys.executable) + os.pathsep + caller_env.get("PATH", os.defpath)
-    env = {
-        "PATH": path,
-        "HOME": str(sandbox.home),
-        "TMPDIR": str(sandbox.tmp),
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "PYTHONHASHSEED": "0",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "BUILDML_WORKSPACE": str(sandbox.ws),
-    }
-    env.update(dict(spec.env))
-    for name in spec.secrets:
-        if name not in caller_env:
-            raise UserError(f"secret {name} needed by {spec.label} is not set in the environment",
-                            hint=f"export {name}=... before running buildml")
-        env[name] = caller_env[name]
-    return env, masks_for(caller_env[name] for name in spec.secrets)
 
 
 def tail(path, lines: int = LOG_TAIL_LINES) -> str:
@@ -74,21 +51,6 @@ def read_metrics(path, name: str) -> object:
     except (OSError, ValueError, RecursionError, LoadError):
         return None
     return to_plain(data)
-
-
-def screened(outcome, sandbox: Sandbox, spec, secrets: dict, log_path):
-    """The outcome, turned into a failure (logged) when an output holds a secret's value, unless the target
-    declares secrets_in_outputs: nothing is then stored, so a secret never reaches a shared cache."""
-    if outcome.exit_code != 0 or not secrets or spec.secrets_in_outputs or not spec.outs:
-        return outcome
-    found = secret_in_outputs(sandbox.ws, sandbox.collect(spec.outs), secrets)
-    if found is None:
-        return outcome
-    failure = (f"out {found[0]} holds the value of secret {found[1]}: outputs are cached and shared, so they must "
-               f"not hold secrets; write it elsewhere, or set secrets_in_outputs: true on {spec.label}")
-    with open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"buildml: {failure}\n")
-    return dataclasses.replace(outcome, exit_code=1, detail=failure)
 
 
 def misnamed(outputs: dict) -> str:
@@ -136,7 +98,7 @@ class Runner:
         spec = action.spec
         sandbox = Sandbox(self.store.tempdir("sandbox-"))
         try:
-            sandbox.stage(self.store, staged, _params_by_file(action), spec.workdir, spec.outs)
+            sandbox.stage(self.store, staged, params_by_file(action), spec.workdir, spec.outs)
             env, masks = action_env(spec, sandbox, self.caller_env)
             env.update(self.devices(action))
             log_path = sandbox.root / "action.log"
@@ -221,10 +183,6 @@ class Runner:
                 "buildml_version": __version__,
             },
         }
-
-
-def _params_by_file(action) -> dict:
-    return {f: vals for f, vals in action.param_values.items() if f not in action.inputs}
 
 
 def failure_message(outcome) -> str:

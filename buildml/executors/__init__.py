@@ -60,6 +60,12 @@ class Executor(Protocol):
         """Why a result kept outside the store (e.g. an image in the Docker engine) is gone, or '' (nothing)."""
         return ""
 
+    @staticmethod
+    def probe(record: dict) -> dict | None:
+        """For `buildml status`: {state, node, last_line} of a run this type detached (remote_runs record), or None
+        when it is over; types that never detach have no such runs."""
+        return None
+
     def shell(self, request: RunRequest, argv: list, tty: bool) -> int:
         """Run argv interactively in the prepared sandbox; by default an executor cannot."""
         from buildml.errors import UserError

@@ -86,28 +86,27 @@ def forget(state_dir, key: str) -> None:
 
 
 # -- what `buildml status` and `build --detach` print ------------------------------------------
-def running(session) -> list[dict]:
-    """The remote actions still running, each with where and since when; finished ones are dropped."""
-    records = load(session.ws.state_dir)
+def running(state_dir, store, probe) -> list[dict]:
+    """The remote actions still running, each with where and since when; finished ones are dropped.
+    probe(record) asks the executor type that detached the run (Executor.probe)."""
+    records = load(state_dir)
     rows = []
     for key, record in sorted(records.items(), key=lambda kv: kv[1].get("submitted", 0)):
-        row = _check(session, key, record)
+        row = _check(store, key, record, probe)
         if row is None:
-            forget(session.ws.state_dir, key)
+            forget(state_dir, key)
         else:
             rows.append(row)
     return rows
 
 
-def _check(session, key: str, record: dict) -> dict | None:
+def _check(store, key: str, record: dict, probe) -> dict | None:
     """The row for one record, or None when the run is over (its result is in the cache, or it is gone)."""
     try:
-        if session.store.get_action(key) is not None:
+        if store.get_action(key) is not None:
             return None
     except BuildmlError:
         pass
-    from buildml.executors.ray.executor import probe
-
     info = probe(record)
     if info is None:
         return None

@@ -82,13 +82,13 @@ def _server(session, action, staged, settings: dict, port: int, on_line):
 
 def _process_server(session, action, staged, settings: dict, port: int, on_line):
     """A process in a fresh sandbox laid out like the workspace, holding the endpoint's inputs; declared env + PORT."""
-    from buildml.engine.runner import _params_by_file, action_env
+    from buildml.executors.action_env import action_env, params_by_file
     from buildml.executors.sandbox import Sandbox
 
     spec = action.spec
     sandbox = Sandbox(session.store.tempdir("serve-"))
     try:
-        sandbox.stage(session.store, staged, _params_by_file(action), spec.workdir, ())
+        sandbox.stage(session.store, staged, params_by_file(action), spec.workdir, ())
         env, _ = action_env(spec, sandbox, dict(os.environ))
     except BaseException:
         sandbox.remove()

@@ -7,7 +7,7 @@ import sys
 
 from buildml.errors import UserError
 from buildml.executors import RunRequest
-from buildml.engine.runner import _params_by_file, action_env
+from buildml.executors.action_env import action_env, params_by_file
 from buildml.executors.sandbox import Sandbox
 
 INTERACTIVE = ["sh", "-c", "command -v bash >/dev/null && exec bash || exec sh"]
@@ -24,7 +24,7 @@ def open_shell(session, pattern: str, command: str | None = None) -> int:
     sandbox = Sandbox(session.store.tempdir("shell-"))
     try:
         spec = action.spec
-        sandbox.stage(session.store, staged, _params_by_file(action), spec.workdir, spec.outs)
+        sandbox.stage(session.store, staged, params_by_file(action), spec.workdir, spec.outs)
         env, masks = action_env(spec, sandbox, dict(os.environ))
         argv = ["sh", "-c", command] if command else INTERACTIVE
         executor = session.executor_for(spec)

@@ -3,7 +3,7 @@
 Resolution per target: `--executor NAME` > the target's `executor:` > the workspace's `executor:` >
 `docker` when the target has `image:`, else `local`. A local-type executor runs the target here,
 ignoring its `image:`; a docker-type one runs it in its image (a target without `image:` then
-runs here); other types (ray, fake, third-party) come from buildml.executors.registry, made once per session.
+runs here); other types (ray, fake, third-party) come from buildml.load.executor_types, made once per session (api.Session).
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from buildml.action import IMAGE_EXECUTOR as IMAGE_BUILD
+from buildml import units
 from buildml.errors import LoadError, UserError, did_you_mean
-from buildml.executors import registry
+from buildml.load import executor_types as registry
 
 BUILTIN = ("local", "docker")
 CAPACITY_KEYS = ("cpus", "gpus", "memory")
@@ -122,9 +123,11 @@ def _parse_one(name, entry, doc) -> ExecutorConfig:
 
 def _capacity_value(key, value, doc, path, field):
     if key == "memory":
-        from buildml.load.schema import parse_size
-
-        return parse_size(value, doc, path, field)
+        try:
+            return units.parse_size(value)
+        except ValueError:
+            raise LoadError(f"invalid size {value!r}", location=doc.where(path), field=field,
+                            hint="e.g. 512MB, 4GB, 1.5GiB") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (key == "gpus" and value != int(value)):
         raise LoadError(f"{key} must be a non-negative {'integer' if key == 'gpus' else 'number'}, not {value!r}",
                         location=doc.where(path), field=field)
@@ -159,32 +162,6 @@ def assign_executors(graph, settings: ExecutorSettings, cli: str | None, warn) -
     if dropped and cli is not None:
         warn(f"--executor {cli}: {len(dropped)} image target(s) skipped; targets that use them run on this machine")
     return dropped
-
-
-def executor_for(session, spec):
-    """The executor object for a resolved spec: local, the Docker side, or a named (ray) one, made once."""
-    if spec.executor == IMAGE_BUILD:
-        return session.containers.executor_for(spec)
-    config = executor_settings(session.ws.settings).get(spec.executor or "local")
-    if config.type == "local":
-        return session.executor()
-    if config.type == "docker":
-        return session.containers.executor_for(spec)
-    made = session.__dict__.setdefault("_named_executors", {})
-    if config.name not in made:
-        made[config.name] = make_executor(config, session)
-    return made[config.name]
-
-
-def make_executor(config: ExecutorConfig, session):
-    """A named executor of a registry type (ray, fake, third-party), its module imported only now."""
-    return registry.executor_class(config.type, config.name).from_config(config, session)
-
-
-def cancel_named(session) -> None:
-    """Ctrl-C: stop what the named executors run."""
-    for executor in session.__dict__.get("_named_executors", {}).values():
-        executor.cancel()
 
 
 def explain_dropped(exc, patterns, dropped, package: str):

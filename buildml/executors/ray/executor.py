@@ -373,8 +373,7 @@ class RayExecutor(Executor):
         from buildml.hashing import digest_file
         from buildml.store.local import remove_tree
 
-        from buildml.engine.materialize import check_manifest_paths
-        from buildml.trust import validate_outputs, validate_relpaths
+        from buildml.trust import check_manifest_paths, validate_outputs, validate_relpaths
 
         ws = request.sandbox.ws
         outputs = validate_outputs(result.get("outputs", {}), "outputs of the remote action")  # from the node: untrusted
@@ -522,3 +521,6 @@ def _checked_options(config, session) -> dict:
             raise LoadError("runtime_env must be a mapping (Ray's runtime_env)", location=where,
                             field=f"executors.{config.name}.runtime_env", hint="e.g. {pip: [buildml]}")
     return dict(config.options)
+
+
+RayExecutor.probe = staticmethod(probe)  # the declared capability: status asks detached runs here

@@ -242,7 +242,7 @@ def _run(store, action, payload, log_path: Path, hold, on_line) -> dict:
 def _stage(store, sandbox, action, blobs: Path) -> None:
     """Download every input blob (concurrently), then lay the sandbox out, verifying each digest."""
     from buildml.errors import EnvironmentProblem
-    from buildml.engine.runner import _params_by_file
+    from buildml.executors.action_env import params_by_file
     from buildml.executors.sandbox import Staged
 
     blobs.mkdir(parents=True, exist_ok=True)
@@ -252,12 +252,12 @@ def _stage(store, sandbox, action, blobs: Path) -> None:
         raise EnvironmentProblem(f"input {missing[0]} of {action.spec.label} is not in the remote cache {store.url}",
                                  hint="the client uploads inputs before submitting; check that both see the same cache")
     staged = [Staged(p, f.digest, f.executable, source=found[f.digest]) for p, f in sorted(action.inputs.items())]
-    sandbox.stage(store, staged, _params_by_file(action), action.spec.workdir, action.spec.outs)
+    sandbox.stage(store, staged, params_by_file(action), action.spec.workdir, action.spec.outs)
 
 
 def _env(spec, sandbox, payload) -> tuple[dict, tuple]:
     """The documented action env for this node's sandbox; secrets from this worker's env; the assigned GPUs."""
-    from buildml.engine.runner import action_env
+    from buildml.executors.action_env import action_env
 
     caller = {"PATH": os.environ.get("PATH", os.defpath)}
     caller.update({n: os.environ[n] for n in spec.secrets if n in os.environ})
@@ -321,7 +321,7 @@ def _nvidia_runtime(engine) -> bool:
 
 
 def _execute(executor, action, sandbox, env, masks, log_path, on_line) -> dict:
-    from buildml.engine.runner import screened
+    from buildml.executors.action_env import screened
     from buildml.executors import RunRequest
 
     outcome = executor.run(RunRequest(action, sandbox, env, log_path, on_line, masks))
