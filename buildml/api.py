@@ -186,7 +186,7 @@ class Session:
         self._check_overrides()
         scheduler = self._scheduler(dry_run)
         try:
-            local = getattr(self.store, "local", self.store)
+            local = self.store.local
             if not dry_run:
                 from buildml.store.leftovers import sweep
 
@@ -264,7 +264,7 @@ class Session:
             return self.store.read_bytes(digest)
         except BlobMissing:
             raise EnvironmentProblem(f"the log of {label}'s last run ({digest[:12]}) is not in the cache "
-                                     f"{getattr(self.store, 'local', self.store).root}",
+                                     f"{self.store.local.root}",
                                      hint="it was removed by `buildml cache gc`, or BUILDML_CACHE_DIR changed; "
                                           "it comes back when the target runs again") from None
 

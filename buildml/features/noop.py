@@ -152,9 +152,9 @@ class NoopCertificate:
         if state_sigs[0] is None:
             return False
         shown = set(session.select(self.targets))
-        cache = getattr(session.store, "local", session.store)
+        cache = session.store.local
         body = {"fingerprint": self.fingerprint, "root": str(session.ws.root), "started_ns": self.started_ns,
-                "cache": str(getattr(cache, "root", "")) or None, "paths": paths, "sigs": sigs,
+                "cache": str(cache.root), "paths": paths, "sigs": sigs,
                 "state": state, "state_sigs": state_sigs,
                 "targets": [[r.label.package, r.label.name, r.key, sorted(r.outputs), r.label in shown]
                             for r in finished.results]}
