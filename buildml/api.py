@@ -63,7 +63,7 @@ class Session:
     """A loaded workspace with its stores; build(), status(), explain() and queries."""
 
     def __init__(self, start: Path | str = ".", options: Options | None = None, emit=lambda e: None,
-                 executor=None, registry: RuleRegistry | None = None):
+                 executor=None, registry: RuleRegistry | None = None, store=None):
         self.options = options or Options()
         self.emit = emit
         self.ws = load_workspace(Path(start))
@@ -72,7 +72,7 @@ class Session:
         self._executor = executor
         self._injected = executor is not None  # a test's executor runs everything
         self._graph = None
-        self._store = None
+        self._store = store  # a Store (e.g. MemoryStore in tests); None: the configured local/tiered store
         self.state = State(self.options.state_dir or self.ws.state_dir)
 
     # -- lazily built parts ------------------------------------------------------------
