@@ -276,9 +276,7 @@ def _record_stats(cache_dir, finished) -> None:
     """What a normal build does at its end: one `cache stats` line, and its entries marked as just used (gc)."""
     if not cache_dir or not os.path.isdir(cache_dir):
         return
-    from pathlib import Path
-    from types import SimpleNamespace
-
     from buildml.store.admin import record_build
+    from buildml.store.local import LocalStore
 
-    record_build(SimpleNamespace(root=Path(cache_dir)), finished)
+    record_build(LocalStore(cache_dir), finished)  # a real store: record_build uses its .local
