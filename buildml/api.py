@@ -63,7 +63,7 @@ class Session:
     """A loaded workspace with its stores; build(), status(), explain() and queries."""
 
     def __init__(self, start: Path | str = ".", options: Options | None = None, emit=lambda e: None,
-                 executor=None, registry: RuleRegistry | None = None):
+                 executor=None, registry: RuleRegistry | None = None, store=None):
         self.options = options or Options()
         self.emit = emit
         self.ws = load_workspace(Path(start))
@@ -72,7 +72,7 @@ class Session:
         self._executor = executor
         self._injected = executor is not None  # a test's executor runs everything
         self._graph = None
-        self._store = None
+        self._store = store  # a Store (e.g. MemoryStore in tests); None: the configured local/tiered store
         self.state = State(self.options.state_dir or self.ws.state_dir)
 
     # -- lazily built parts ------------------------------------------------------------
@@ -224,7 +224,7 @@ class Session:
         self._check_overrides()
         scheduler = self.scheduler(dry_run)
         try:
-            local = getattr(self.store, "local", self.store)
+            local = self.store.local
             if not dry_run:
                 from buildml.store.leftovers import sweep
 
@@ -315,7 +315,7 @@ class Session:
             return self.store.read_bytes(digest)
         except BlobMissing:
             raise EnvironmentProblem(f"the log of {label}'s last run ({digest[:12]}) is not in the cache "
-                                     f"{getattr(self.store, 'local', self.store).root}",
+                                     f"{self.store.local.root}",
                                      hint="it was removed by `buildml cache gc`, or BUILDML_CACHE_DIR changed; "
                                           "it comes back when the target runs again") from None
 

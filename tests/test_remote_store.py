@@ -76,11 +76,11 @@ def test_remote_hit_fills_the_local_store(tmp_path, remote):
     local = LocalStore(tmp_path / "local")
     tiered = TieredStore(local, remote)
     found = tiered.get_action(K)
-    assert found["_source"] == "remote" and local.get_action(K) is None
+    assert found is not None and tiered.tier_of(K) == "remote" and local.get_action(K) is None
     tiered.fetch_to(digest, tmp_path / "m.bin")
     assert (tmp_path / "m.bin").read_bytes() == b"model bytes"
     assert local.has_blob(digest) and local.get_action(K) == _manifest(K, **{"m.bin": digest})
-    assert tiered.get_action(K).get("_source") is None
+    assert tiered.get_action(K) is not None and tiered.tier_of(K) == "local"
 
 
 def test_upload_skips_blobs_already_remote_and_repairs_corrupt_ones(tmp_path, remote):

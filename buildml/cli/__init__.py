@@ -461,7 +461,7 @@ def _transfer(direction, targets, remote_cache):
     from buildml.errors import UserError
 
     session = _session(Options(remote_cache=remote_cache), emit=_reporter(False, 0, True))
-    if not hasattr(session.store, "remote"):
+    if session.store.remote is None:
         raise UserError("no remote cache configured", hint="set cache.remote in buildml.yaml, $BUILDML_REMOTE_CACHE or --remote-cache")
     finished = session.build(targets, dry_run=True)
     done, missing = transfer(session.store, finished.results, direction)

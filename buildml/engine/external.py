@@ -125,8 +125,8 @@ def fetch(url: str, store, progress=None) -> tuple[str, int]:
 
 def _share(store, digest: str) -> None:
     """Upload fetched external bytes to the remote cache too (when uploading), so other machines get them."""
-    remote = getattr(store, "remote", None)
-    if remote is None or not getattr(store, "upload", False) or not getattr(store, "remote_ok", True):
+    remote = store.remote
+    if remote is None or not store.upload or not store.remote_ok:
         return
     try:
         if not remote.has_blob(digest):
@@ -137,7 +137,7 @@ def _share(store, digest: str) -> None:
 
 def _pull(store, digest: str) -> bool:
     """Bring a blob only a remote cache has into the local store; False when no store has it."""
-    if not hasattr(store, "remote"):
+    if store.remote is None:
         return False
     from buildml.store.local import BlobMissing
 

@@ -176,7 +176,7 @@ class Scheduler:
             try:
                 self._restore(label, action, decision.manifest)
                 return Result(label, Outcome.CACHED, action.key, decision.manifest["outputs"], decision.reasons,
-                              source=decision.manifest.get("_source", "local"), manifest=decision.manifest)
+                              source=self.rebuilder.store.tier_of(action.key), manifest=decision.manifest)
             except (CacheCorruption, BlobMissing) as exc:
                 reason = exc.message if isinstance(exc, CacheCorruption) else "a cached output blob is missing"
                 return self._execute(label, action, staged, (reason,))

@@ -136,7 +136,7 @@ def history(session, text: str) -> dict:
     from buildml.store.index import open_index
 
     label = one_label(session, text)
-    index = open_index(getattr(session.store, "local", session.store), session.ws.state_dir)
+    index = open_index(session.store.local, session.ws.state_dir)
     try:
         mine = _in_this_repo(session.ws.root, [e for e in index.of_label(str(label)) if e.get("exit_code") == 0])
         lineage = Lineage(index.producers)

@@ -152,9 +152,9 @@ class NoopCertificate:
         if state_sigs[0] is None:
             return False
         shown = set(session.select(self.targets))
-        cache = getattr(session.store, "local", session.store)
+        cache = session.store.local
         body = {"fingerprint": self.fingerprint, "root": str(session.ws.root), "started_ns": self.started_ns,
-                "cache": str(getattr(cache, "root", "")) or None, "paths": paths, "sigs": sigs,
+                "cache": str(cache.root), "paths": paths, "sigs": sigs,
                 "state": state, "state_sigs": state_sigs,
                 "targets": [[r.label.package, r.label.name, r.key, sorted(r.outputs), r.label in shown]
                             for r in finished.results]}
@@ -276,9 +276,7 @@ def _record_stats(cache_dir, finished) -> None:
     """What a normal build does at its end: one `cache stats` line, and its entries marked as just used (gc)."""
     if not cache_dir or not os.path.isdir(cache_dir):
         return
-    from pathlib import Path
-    from types import SimpleNamespace
-
     from buildml.store.admin import record_build
+    from buildml.store.local import LocalStore
 
-    record_build(SimpleNamespace(root=Path(cache_dir)), finished)
+    record_build(LocalStore(cache_dir), finished)  # a real store: record_build uses its .local

@@ -51,7 +51,7 @@ def show(session, text: str) -> dict:
 def _where(store, out_root: str, path: str, meta: dict) -> dict:
     full = os.path.join(out_root, path)
     in_place = os.path.isfile(full) and os.path.getsize(full) == meta["size"]
-    blob = store.blob_path(meta["digest"]) if hasattr(store, "blob_path") else None
+    blob = store.local.blob_path(meta["digest"])
     return {"path": path, "digest": meta["digest"], "size": meta["size"], "file": full if in_place else None,
             "blob": str(blob) if blob is not None and os.path.exists(blob) else None}
 

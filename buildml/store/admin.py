@@ -27,10 +27,10 @@ class VerifyReport:
 def verify_target(store, remote: bool, repair: bool):
     """The store `cache verify` checks: the local one, or (--remote) the remote one, which is never repaired."""
     if not remote:
-        return getattr(store, "local", store)
+        return store.local
     from buildml.errors import UserError
 
-    if not hasattr(store, "remote"):
+    if store.remote is None:
         raise UserError("no remote cache configured", hint="set cache.remote in buildml.yaml, $BUILDML_REMOTE_CACHE or --remote-cache")
     if repair:
         raise UserError("--repair works on the local cache only", hint="buildml never deletes remote objects; drop --repair")
@@ -50,7 +50,7 @@ def verify(store, repair: bool = False) -> VerifyReport:
         report.actions += 1
         manifest = store.get_action(key)
         if manifest is None:
-            reason = getattr(store, "rejected", {}).get(key)
+            reason = store.rejected.get(key)
             why = f"corrupt manifest: {reason}" if reason else "unreadable or mismatched manifest"
             report.bad_actions.append((key, why))
             continue
@@ -67,7 +67,7 @@ STATS_KEEP = 50
 
 def record_build(store, finished) -> None:
     """Remember the outcome counts of a build (for `cache stats`) and mark its entries as just used (for gc)."""
-    local = getattr(store, "local", store)
+    local = store.local
     counts = {"time": round(time.time()), "executed": 0, "cached_local": 0, "cached_remote": 0, "up_to_date": 0, "failed": 0}
     ac = os.path.join(str(local.root), "ac")
     for r in finished.results:
@@ -111,8 +111,8 @@ class Stats:
 
 def stats(store) -> Stats:
     """Sizes and entry counts of the local store, and the recorded builds."""
-    local = getattr(store, "local", store)
-    result = Stats(remote=getattr(getattr(store, "remote", None), "url", None))
+    local = store.local
+    result = Stats(remote=store.remote.url if store.remote is not None else None)
     for digest in local.iter_blobs():
         result.blobs += 1
         try:
@@ -146,7 +146,7 @@ def gc(store, max_size: int) -> GcReport:
 
     Holds the cache's exclusive lock, so no build is using any entry meanwhile.
     """
-    local = getattr(store, "local", store)
+    local = store.local
     with cache_lock(local, exclusive=True):
         return _gc_locked(local, max_size)
 

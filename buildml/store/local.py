@@ -35,6 +35,14 @@ class LocalStore:
     """Blobs and action-cache entries under one directory."""
 
     name = "local"
+    remote = None  # a plain local store has no remote tier
+    upload = False
+    remote_ok = True
+
+    @property
+    def local(self) -> "LocalStore":
+        """The local tier: this store itself."""
+        return self
 
     def __init__(self, root, warn=None):
         self.root = Path(root)
@@ -204,6 +212,10 @@ class LocalStore:
         except Untrusted as exc:
             reject(self, key, exc)
             return None
+
+    def tier_of(self, key: str) -> str:
+        """Which tier served the last get_action(key): always "local" here."""
+        return "local"
 
     def has_action(self, key: str) -> bool:
         return self.action_path(key).exists()

@@ -110,7 +110,8 @@ class RemoteStore:
             return self._fs
 
     @property
-    def local(self) -> bool:
+    def is_file_backend(self) -> bool:
+        """True when the backend is a local filesystem (file:// URL)."""
         return "file" in _protocols(self.fs)
 
     def _call(self, what: str, fn, *args, **kwargs):
@@ -281,7 +282,7 @@ class RemoteStore:
                 yield parts[2]
 
     def _upload(self, lpaths: list, rpaths: list, create: bool) -> None:
-        if self.local:
+        if self.is_file_backend:
             for lpath, rpath in zip(lpaths, rpaths):
                 self._write_local(rpath, lambda tmp, src=lpath: self.fs.put_file(src, tmp))
             return
@@ -295,7 +296,7 @@ class RemoteStore:
                 raise  # a lost put-if-absent race leaves every blob in place: that is success
 
     def _write_bytes(self, rpath: str, data: bytes) -> None:
-        if self.local:
+        if self.is_file_backend:
             self._write_local(rpath, lambda tmp: self.fs.pipe_file(tmp, data))
             return
         conditional = bool(_protocols(self.fs) & set(CONDITIONAL))

@@ -28,7 +28,7 @@ def remote_url(settings, options) -> str | None:
 
 def open_store(local, settings, options, warn, progress=None):
     """The local store alone, or tiered over the configured remote. progress(what, total) -> Progress or None."""
-    if getattr(local, "warn", None) is None:
+    if local.warn is None:
         local.warn = warn  # a rejected (corrupt) local entry is reported here
     url = remote_url(settings, options)
     if not url:
@@ -50,7 +50,7 @@ class TieredStore:
 
     def __init__(self, local, remote: RemoteStore, upload: bool = True, warn=lambda message: None, progress=None):
         self.local, self.remote, self.upload, self.warn = local, remote, upload, warn
-        if getattr(remote, "warn", None) is None:
+        if remote.warn is None:
             remote.warn = warn  # a rejected (corrupt) remote entry is reported once, as a warning
         self.progress = progress or (lambda what, total: None)
         self._lock = threading.Lock()
@@ -58,11 +58,40 @@ class TieredStore:
         self._pending: dict = {}  # key -> manifest found remotely, blobs not yet local
         self._bad_keys: set = set()  # remote entries with a corrupt blob: never offered again
         self._corrupt: set = set()  # remote blobs found corrupt: overwrite them on upload
+        self._served_remote: set = set()  # keys whose last get_action was a remote hit
 
-    def __getattr__(self, name):  # paths, locks, tempdirs, iteration: the local store's
-        if name == "local":
-            raise AttributeError(name)
-        return getattr(self.local, name)
+    # -- the local tier's paths, locks, tempdirs and iteration ------------------------
+    @property
+    def root(self):
+        return self.local.root
+
+    @property
+    def rejected(self) -> dict:
+        return self.local.rejected
+
+    def blob_path(self, digest: str):
+        return self.local.blob_path(digest)
+
+    def action_path(self, key: str):
+        return self.local.action_path(key)
+
+    def lock_path(self, key: str):
+        return self.local.lock_path(key)
+
+    def tempdir(self, prefix: str):
+        return self.local.tempdir(prefix)
+
+    def put_file(self, src, digest: str | None = None, move: bool = False) -> str:
+        return self.local.put_file(src, digest, move)
+
+    def put_bytes(self, data: bytes) -> str:
+        return self.local.put_bytes(data)
+
+    def iter_actions(self):
+        return self.local.iter_actions()
+
+    def iter_blobs(self):
+        return self.local.iter_blobs()
 
     # -- remote health ------------------------------------------------------------
     write_denied = False  # the remote refused a write (read-only credentials)
@@ -87,6 +116,8 @@ class TieredStore:
     # -- action cache ---------------------------------------------------------------
     def get_action(self, key: str) -> dict | None:
         manifest = self.local.get_action(key)
+        with self._lock:
+            self._served_remote.discard(key)
         if manifest is not None or self._down or key in self._bad_keys:
             return manifest
         try:
@@ -98,7 +129,13 @@ class TieredStore:
             return None
         with self._lock:
             self._pending[key] = manifest
-        return {**manifest, "_source": "remote"}
+            self._served_remote.add(key)
+        return manifest
+
+    def tier_of(self, key: str) -> str:
+        """Which tier served the last get_action(key): "remote" or "local"."""
+        with self._lock:
+            return "remote" if key in self._served_remote else "local"
 
     def has_action(self, key: str) -> bool:
         return self.local.has_action(key)

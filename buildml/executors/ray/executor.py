@@ -491,7 +491,7 @@ def _public(storage_options: dict) -> dict:
 
 
 def _remote_store(session, name: str):
-    remote = getattr(session.store, "remote", None)
+    remote = session.store.remote
     if remote is None:
         raise UserError(f"executor {name!r} runs on Ray, which needs a shared remote cache: inputs and outputs "
                         "travel through it", field=f"executors.{name}",
