@@ -131,8 +131,15 @@ class Session:
         """The executor of a registry type (ray, fake, third-party) named config.name, made once."""
         made = self.__dict__.setdefault("_named_executors", {})
         if config.name not in made:
-            made[config.name] = make_executor(config, self)
+            made[config.name] = make_executor(config, self.executor_context())
         return made[config.name]
+
+    def executor_context(self):
+        """What executors made from buildml.yaml may use of this build (executors.ExecutorContext)."""
+        from buildml.executors import ExecutorContext
+
+        return ExecutorContext(self.ws.state_dir, self.ws.settings, self.store, self.options.detach,
+                               lambda label, key: self.containers.image_ref(label, key))
 
     def probe_run(self, record: dict) -> dict | None:
         """What the executor type that detached a run says of it now (Executor.probe); None when it is over."""
@@ -336,11 +343,11 @@ class Session:
         return cleaned
 
 
-def make_executor(config, session):
+def make_executor(config, context):
     """A named executor of a registry type (ray, fake, third-party), its module imported only now."""
     from buildml.load.executor_types import executor_class
 
-    return executor_class(config.type, config.name).from_config(config, session)
+    return executor_class(config.type, config.name).from_config(config, context)
 
 
 def git_provenance(root) -> dict:

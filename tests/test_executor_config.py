@@ -113,5 +113,5 @@ def test_ray_type_without_the_ray_executor_is_a_clear_user_error(monkeypatch):
     """When buildml.executors.ray.executor cannot be imported, a ray executor is a UserError saying what to install."""
     monkeypatch.setitem(sys.modules, "buildml.executors.ray.executor", None)
     with pytest.raises(UserError) as err:
-        make_executor(ExecutorConfig("trainer", "ray", {"address": "auto"}), session=None)
+        make_executor(ExecutorConfig("trainer", "ray", {"address": "auto"}), context=None)
     assert "executor 'trainer' has type ray" in err.value.message and "buildml[ray]" in err.value.hint

@@ -54,7 +54,7 @@ def test_entry_point_executor_is_a_known_type(ws, monkeypatch):
         ws.write("buildml.yaml", "executors:\n  jobs: {type: k8s, queue: a100}\n")
         config = read_settings(ws.root / "buildml.yaml").executors.get("jobs")
         assert config == ExecutorConfig("jobs", "k8s", {"queue": "a100"})
-        assert isinstance(make_executor(config, session=None), ThirdParty)
+        assert isinstance(make_executor(config, context=None), ThirdParty)
         ws.write("buildml.yaml", "executors:\n  jobs: {type: k8s, queu: a100}\n")
         with pytest.raises(LoadError) as err:
             read_settings(ws.root / "buildml.yaml")

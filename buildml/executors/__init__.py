@@ -36,6 +36,19 @@ class RunOutcome:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ExecutorContext:
+    """What an executor made from buildml.yaml may use of the build (not the Session): where remote runs are
+    remembered, the workspace settings (the raw buildml.yaml and its doc, for file:line errors), the build's store
+    (its .remote is what remote executors share), --detach, and how image targets are referred to by nodes."""
+
+    state_dir: Path
+    settings: object
+    store: object
+    detach: bool = False
+    image_ref: Callable = lambda label, key: None  # (image target label, image key) -> a pullable reference
+
+
 class Executor(Protocol):
     """What every executor does; executors subclass it explicitly and override the optional capabilities."""
 
@@ -43,9 +56,9 @@ class Executor(Protocol):
     config_options: tuple | None = ()  # the buildml.yaml options its type accepts; None: any, it checks its own
 
     @classmethod
-    def from_config(cls, config, session) -> "Executor":
-        """The executor for one buildml.yaml entry (an ExecutorConfig)."""
-        return cls(config, session)
+    def from_config(cls, config, context: ExecutorContext) -> "Executor":
+        """The executor for one buildml.yaml entry (an ExecutorConfig), given what it may use of the build."""
+        return cls(config, context)
 
     def run(self, request: RunRequest) -> RunOutcome: ...
 

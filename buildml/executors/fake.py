@@ -14,7 +14,7 @@ class FakeExecutor(Executor):
     config_options = ("outputs", "fail")
 
     @classmethod
-    def from_config(cls, config, session) -> "FakeExecutor":
+    def from_config(cls, config, context) -> "FakeExecutor":
         """A fake named in buildml.yaml: `executors: {rec: {type: fake}}` (options: outputs, fail)."""
         return cls(config.option("outputs"), config.option("fail", ()))
 

@@ -121,16 +121,16 @@ class RayExecutor(Executor):
     config_options = None  # checks its own (_checked_options)
     """Runs actions on a Ray cluster, inputs and outputs through the shared remote cache."""
 
-    def __init__(self, config, session):
-        self.config, self.session = config, session
+    def __init__(self, config, context):
+        self.config, self.context = config, context
         self.name = config.name
-        self.options = _checked_options(config, session)
+        self.options = _checked_options(config, context.settings)
         self.address = str(self.options.get("address") or os.environ.get("RAY_ADDRESS") or "auto")
         self.namespace = str(self.options.get("namespace", NAMESPACE))
         self.max_retries = int(self.options.get("max_retries", 2))
         self.node_wait = float(self.options.get("node_wait", 60))
         self.linger = float(self.options.get("linger", ray_task.LINGER_S))
-        self.remote = _remote_store(session, config.name)
+        self.remote = _remote_store(context.store, config.name)
         self._runs: dict = {}
         self._lock = threading.Lock()
         self._cancelled = False
@@ -181,7 +181,7 @@ class RayExecutor(Executor):
         if refusal is not None:
             raise refusal
         run = self._attach(action.key) or self._submit(request)
-        if getattr(self.session.options, "detach", False):
+        if self.context.detach:
             from buildml.executors.remote_runs import Detached
 
             how = "submitted to" if run.submitted else "already running on"
@@ -201,7 +201,7 @@ class RayExecutor(Executor):
         ws = request.sandbox.ws
         self.remote.put_files([(ws / path, f.digest) for path, f in sorted(action.inputs.items())])
         payload = {"action": ray_task.action_to_json(action), "image_ref": self._image_ref(action),
-                   "registry": (self.session.ws.settings.raw.get("docker") or {}).get("registry")}
+                   "registry": (self.context.settings.raw.get("docker") or {}).get("registry")}
         job = {"store": self.remote.url, "storage_options": _public(self.remote.storage_options),
                "payload": self.remote.put_bytes(json.dumps(payload, sort_keys=True).encode()), "linger": self.linger}
         opts = dict(name=actor_name(action.key), namespace=self.namespace, lifetime="detached", max_restarts=0,
@@ -223,7 +223,7 @@ class RayExecutor(Executor):
                 time.sleep(0.5)
         from buildml.executors.remote_runs import remember
 
-        remember(self.session.ws.state_dir, action.key, {"label": str(action.spec.label), "executor": self.name,
+        remember(self.context.state_dir, action.key, {"label": str(action.spec.label), "executor": self.name,
                                                          "address": self.address, "namespace": self.namespace,
                                                          "actor": actor_name(action.key)})
         return self._track(Run(handle, action.key, submitted=True))
@@ -245,7 +245,7 @@ class RayExecutor(Executor):
         spec = action.spec
         if spec.image is None:
             return None
-        return self.session.containers.image_ref(spec.image, action.image_key)
+        return self.context.image_ref(spec.image, action.image_key)
 
     def _track(self, run: Run) -> Run:
         with self._lock:
@@ -411,7 +411,7 @@ class RayExecutor(Executor):
 
         with self._lock:
             self._runs.pop(run.key, None)
-        forget(self.session.ws.state_dir, run.key)
+        forget(self.context.state_dir, run.key)
 
     # -- Ctrl-C --------------------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -490,8 +490,8 @@ def _public(storage_options: dict) -> dict:
     return {k: v for k, v in storage_options.items() if not any(w in str(k).lower() for w in SECRET_WORDS)}
 
 
-def _remote_store(session, name: str):
-    remote = session.store.remote
+def _remote_store(store, name: str):
+    remote = store.remote
     if remote is None:
         raise UserError(f"executor {name!r} runs on Ray, which needs a shared remote cache: inputs and outputs "
                         "travel through it", field=f"executors.{name}",
@@ -500,8 +500,8 @@ def _remote_store(session, name: str):
     return remote
 
 
-def _checked_options(config, session) -> dict:
-    doc = getattr(session.ws.settings, "doc", None)
+def _checked_options(config, settings) -> dict:
+    doc = getattr(settings, "doc", None)  # None: settings made in code, not read from a buildml.yaml
     for key, value in config.options.items():
         where = doc.where(("executors", config.name, key)) if doc is not None else None
         if key not in OPTIONS:
