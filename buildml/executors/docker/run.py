@@ -292,3 +292,10 @@ def _limits(resources: dict) -> dict:
     if resources.get("gpus"):
         limits["device_requests"] = [DeviceRequest(count=int(resources["gpus"]), capabilities=[["gpu"]])]
     return limits
+
+
+def gpu_devices(device_ids: list) -> list:
+    """device_requests naming GPUs by id (as Ray assigns them to a node's action)."""
+    from docker.types import DeviceRequest
+
+    return [DeviceRequest(device_ids=list(device_ids), capabilities=[["gpu"]])]

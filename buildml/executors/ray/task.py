@@ -287,7 +287,7 @@ def _executor(payload):
 
 
 def _node_docker(engine, ref: str, gpus: list):
-    from buildml.executors.docker.run import DockerExecutor
+    from buildml.executors.docker.run import DockerExecutor, gpu_devices
 
     class NodeDocker(DockerExecutor):
         """The Docker executor, with GPU device requests naming the devices Ray assigned."""
@@ -297,9 +297,7 @@ def _node_docker(engine, ref: str, gpus: list):
             if not (gpus and config.get("device_requests")):
                 return config
             if _nvidia_runtime(engine):
-                from docker.types import DeviceRequest
-
-                config["device_requests"] = [DeviceRequest(device_ids=gpus, capabilities=[["gpu"]])]
+                config["device_requests"] = gpu_devices(gpus)
                 return config
             config.pop("device_requests")  # a node that declares GPUs its engine cannot attach (e.g. a test node)
             config["environment"]["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
