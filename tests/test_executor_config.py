@@ -114,4 +114,4 @@ def test_ray_type_without_the_ray_executor_is_a_clear_user_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "buildml.executors.ray.executor", None)
     with pytest.raises(UserError) as err:
         make_executor(ExecutorConfig("trainer", "ray", {"address": "auto"}), context=None)
-    assert "executor 'trainer' has type ray" in err.value.message and "buildml[ray]" in err.value.hint
+    assert "executor 'trainer' has type ray" in err.value.message and "buildml-cli[ray]" in err.value.hint

@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from buildml import __version__
 from buildml.cli.completion import complete_labels
 from buildml.errors import BuildmlError, Interrupted, UserError
 from buildml.events import Outcome
@@ -138,7 +139,7 @@ def _overrides(params) -> dict:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="buildml")
+@click.version_option(__version__, prog_name="buildml")
 def cli():
     """buildml: build ML repos (data, images, models, endpoints) from BUILD.yaml targets, running only what changed."""
 

@@ -22,7 +22,7 @@ BUILTIN = {
 }
 
 INSTALL_HINTS = {
-    "ray": "install Ray (pip install 'buildml[ray]'), or set a local/docker type for it in buildml.yaml",
+    "ray": "install Ray (pip install 'buildml-cli[ray]'), or set a local/docker type for it in buildml.yaml",
 }
 
 

@@ -54,7 +54,7 @@ def open_fs(url: str, storage_options: dict):
         fs, root = url_to_fs(url, **options)
     except ImportError as exc:
         extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}.get(scheme)
-        hint = f"pip install 'buildml[{extra}]'" if extra else "install the fsspec backend for this URL"
+        hint = f"pip install 'buildml-cli[{extra}]'" if extra else "install the fsspec backend for this URL"
         raise EnvironmentProblem(f"remote cache {url}: {exc}", hint=hint) from None
     except ValueError as exc:
         raise EnvironmentProblem(f"remote cache URL {url!r} is not usable: {exc}", hint="e.g. s3://bucket/prefix") from None

@@ -77,7 +77,7 @@ def connect(address: str, namespace: str = NAMESPACE):
         try:
             import ray
         except ImportError as exc:
-            raise UserError(f"the Ray executor needs Ray: {exc}", hint="pip install 'buildml[ray]'") from None
+            raise UserError(f"the Ray executor needs Ray: {exc}", hint="pip install 'buildml-cli[ray]'") from None
         if ray.is_initialized():
             if _connection.get("address") not in (None, address):
                 raise UserError(f"one Ray cluster per build: already connected to {_connection['address']}, not {address}",
@@ -519,7 +519,7 @@ def _checked_options(config, settings) -> dict:
             from buildml.errors import LoadError
 
             raise LoadError("runtime_env must be a mapping (Ray's runtime_env)", location=where,
-                            field=f"executors.{config.name}.runtime_env", hint="e.g. {pip: [buildml]}")
+                            field=f"executors.{config.name}.runtime_env", hint="e.g. {pip: [buildml-cli]}")
     return dict(config.options)
 
 
