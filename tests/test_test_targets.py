@@ -95,3 +95,35 @@ def test_gate_conditions_are_validated(ws):
     ws.write("BUILD.yaml", "targets:\n  g:\n    kind: test\n    assert_metrics: {accuracy: 'at least 0.9'}\n")
     proc = ws.run("test", check=2)
     assert "BUILD.yaml:4:22" in proc.stderr and "invalid condition" in proc.stderr
+
+
+def test_tests_not_run_are_reported_as_not_run(ws):
+    """Without -k, tests that never started after a failure (and a test whose dependency failed) stay in the
+    summary as NOT RUN and in the JUnit file as skipped with the reason: a CI reading it sees 3 tests of 3."""
+    ws.write("BUILD.yaml", """
+        targets:
+          data:
+            command: exit 1
+          a_bad:
+            kind: test
+            command: exit 1
+          b_later:
+            kind: test
+            command: "true"
+          c_needs_data:
+            kind: test
+            command: "true"
+            deps: [":data"]
+    """)
+    proc = ws.run("test", "-j", "1", "--junit-xml", "report.xml", check=1)
+    table = proc.stdout.split("Test summary")[1]
+    assert "//:c_needs_data                          NOT RUN" in table, proc.stdout
+    assert "3 tests: 0 passed, 0 cached, 0 flaky, 1 failed, 2 not run" in table
+    suite = ET.parse(ws.root / "report.xml").getroot().find("testsuite")
+    assert suite.get("tests") == "3"
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    assert set(cases) == {"//:a_bad", "//:b_later", "//:c_needs_data"}
+    skipped = [n for n, c in cases.items() if c.find("skipped") is not None]
+    assert "//:c_needs_data" in skipped and all(cases[n].find("skipped").get("message").startswith("not run: ")
+                                                for n in skipped)
+    assert int(suite.get("skipped")) == len(skipped) and int(suite.get("failures")) >= 1

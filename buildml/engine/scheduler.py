@@ -49,7 +49,8 @@ class Scheduler:
         finally:
             self.state.flush()
         for label in order:
-            results.setdefault(label, Result(label, Outcome.NOT_BUILT, error="build interrupted" if interrupted else "build stopped after a failure"))
+            results.setdefault(label, Result(label, Outcome.NOT_BUILT, is_test=self.graph.specs[label].is_test,
+                                             error="build interrupted" if interrupted else "build stopped after a failure"))
         finished = BuildFinished(tuple(results[l] for l in order), time.monotonic() - start, interrupted)
         self.emit(finished)
         if interrupted:
@@ -117,7 +118,7 @@ class Scheduler:
         if label in results:
             return
         why = f"dependency {failed} failed" if status == Outcome.NOT_BUILT else f"waits for {failed} (detached)"
-        result = Result(label, status, error=why)
+        result = Result(label, status, error=why, is_test=self.graph.specs[label].is_test)
         results[label] = result
         self.emit(TargetFinished(result))
         for child in sorted(dag.successors(label)):

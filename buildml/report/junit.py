@@ -10,11 +10,11 @@ from buildml.events import BuildFinished, Outcome, TargetFinished
 
 
 def test_status(result) -> str:
-    """PASSED, PASSED (cached), FLAKY, FAILED or NOT BUILT."""
+    """PASSED, PASSED (cached), FLAKY, FAILED or NOT RUN (a dependency failed, or the build stopped first)."""
     if result.status == Outcome.FAILED:
         return "FAILED"
-    if result.status == Outcome.NOT_BUILT:
-        return "NOT BUILT"
+    if result.status in (Outcome.NOT_BUILT, Outcome.DETACHED):
+        return "NOT RUN"
     if result.status in (Outcome.CACHED, Outcome.UP_TO_DATE):
         return "PASSED (cached)"
     return "FLAKY" if result.flaky else "PASSED"
@@ -28,7 +28,7 @@ def summarize(finished: BuildFinished) -> dict:
         "cached": sum(1 for r in tests if r.status in (Outcome.CACHED, Outcome.UP_TO_DATE)),
         "flaky": sum(1 for r in tests if r.flaky),
         "failed": sum(1 for r in tests if r.status == Outcome.FAILED),
-        "not_built": sum(1 for r in tests if r.status == Outcome.NOT_BUILT),
+        "not_run": sum(1 for r in tests if r.status in (Outcome.NOT_BUILT, Outcome.DETACHED)),
     }
 
 
@@ -45,7 +45,7 @@ class TestReporter:
             line = f"{time.strftime('%H:%M:%S')} {test_status(r):<16} {r.label}"
             if r.status == Outcome.EXECUTED:
                 line += f" ({r.duration:.2f}s)"
-            if r.status == Outcome.NOT_BUILT:
+            if r.status in (Outcome.NOT_BUILT, Outcome.DETACHED):
                 line += f": {r.error}"
             self.stream.write(line + "\n")
             if r.status == Outcome.FAILED:
@@ -70,7 +70,7 @@ class TestReporter:
             if r.is_test:
                 w(f"  {str(r.label):<40} {test_status(r)}\n")
         w(f"  {s['tests']} tests: {s['passed']} passed, {s['cached']} cached, {s['flaky']} flaky, "
-          f"{s['failed']} failed, {s['not_built']} not built\n")
+          f"{s['failed']} failed, {s['not_run']} not run\n")
         if s["tests"] and s["cached"] == s["tests"]:
             w("  every test result came from the cache: nothing ran\n")
         self.stream.flush()
@@ -81,15 +81,15 @@ def write_junit(finished: BuildFinished, path: str) -> None:
     tests = [r for r in finished.results if r.is_test]
     s = summarize(finished)
     suite = ET.Element("testsuite", name="buildml", tests=str(len(tests)), failures=str(s["failed"]),
-                       errors="0", skipped=str(s["not_built"]), time=f"{finished.duration:.3f}")
+                       errors="0", skipped=str(s["not_run"]), time=f"{finished.duration:.3f}")
     for r in tests:
         case = ET.SubElement(suite, "testcase", classname=r.label.package or "root", name=str(r.label),
                              time=f"{r.duration:.3f}")
         if r.status == Outcome.FAILED:
             failure = ET.SubElement(case, "failure", message=r.error[:200])
             failure.text = r.log_tail
-        elif r.status == Outcome.NOT_BUILT:
-            ET.SubElement(case, "skipped", message=r.error)
+        elif r.status in (Outcome.NOT_BUILT, Outcome.DETACHED):
+            ET.SubElement(case, "skipped", message=f"not run: {r.error}")
         else:
             ET.SubElement(case, "system-out").text = test_status(r)
     root = ET.Element("testsuites", tests=str(len(tests)), failures=str(s["failed"]))
