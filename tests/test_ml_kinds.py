@@ -96,10 +96,16 @@ def test_check_formats(tmp_path):
     (tmp_path / "e.csv").write_text("x\n")
     assert run_check({"path": "e.csv", "not_empty": True}, str(tmp_path)) == "check not_empty failed on e.csv: no rows"
     try:
-        import pyarrow  # noqa: F401
-    except ImportError:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:  # without the parquet extra: the check says what to install
         (tmp_path / "f.parquet").write_bytes(b"PAR1")
         assert "needs pyarrow" in run_check({"path": "f.parquet", "min_rows": 1}, str(tmp_path))
+    else:  # the [test] extra installs pyarrow: real parquet files are read
+        pq.write_table(pa.table({"x": [1, 2, 3]}), tmp_path / "f.parquet")
+        assert run_check({"path": "f.parquet", "columns": ("x",), "min_rows": 3}, str(tmp_path)) == ""
+        assert run_check({"path": "f.parquet", "min_rows": 4}, str(tmp_path)) == \
+            "check min_rows failed on f.parquet: 3 rows, expected at least 4"
 
 
 @pytest.mark.parametrize("check, message, hint", [

@@ -185,7 +185,7 @@ def _parquet(path: str) -> tuple[int, list]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise DataError("reading parquet needs pyarrow, which is not installed (pip install pyarrow)") from None
+        raise DataError("reading parquet needs pyarrow, which is not installed (pip install pyarrow, or the buildml-cli[parquet] extra)") from None
     try:
         meta = pq.ParquetFile(path)
         return meta.metadata.num_rows, list(meta.schema_arrow.names)
