@@ -339,3 +339,21 @@ def test_image_context_upload_reports_byte_progress(dws):
     transfers = [json.loads(l) for l in proc.stdout.splitlines() if '"transfer"' in l]
     assert transfers and transfers[-1]["what"] == "image context //images:tools"
     assert transfers[-1]["done"] == transfers[-1]["total"] >= 300_000
+
+
+@pytest.mark.parametrize("line, named", [
+    ("RUN --mount=type=cache,target=/root/.cache true", "RUN --mount needs BuildKit"),
+    ("COPY --link hello.txt /opt/", "COPY/ADD --link needs BuildKit"),
+    ("RUN <<EOF\necho hi\nEOF", "a heredoc (<<EOF) needs BuildKit"),
+])
+def test_buildkit_only_syntax_is_named_before_the_build(dws, line, named):
+    """The engine's classic builder cannot parse BuildKit syntax: the image target fails at once (exit 2), naming
+    the Dockerfile line and what to change, instead of the engine's parse error."""
+    dws.write("images/Dockerfile", f"FROM {BUSYBOX}\n{line}\n")
+    app(dws, "true")
+    proc = dws.run("build", "//...", check=2)
+    text = proc.stdout + proc.stderr
+    assert f"images/Dockerfile:2: {named}" in text, text
+    assert "hint:" in text
+    dws.write("images/Dockerfile", f"# syntax=docker/dockerfile:1\nFROM {BUSYBOX}\n")
+    assert "images/Dockerfile:1: a `# syntax=` frontend directive needs BuildKit" in dws.run("build", "//...", check=2).stdout

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import tarfile
 import time
 
 from buildml.action import IMAGE_EXECUTOR
+from buildml.errors import UserError
 from buildml.executors import Executor, RunOutcome, RunRequest, mask
 from buildml.executors.docker.engine import engine_error
 from buildml.executors.docker.dockerignore import biggest
@@ -65,6 +67,7 @@ class ImageBuilder(Executor):
 
         spec = request.action.spec
         dockerfile, context = spec.argv[3], spec.argv[-1]
+        refuse_buildkit_syntax(dockerfile, (request.sandbox.ws / dockerfile).read_text(errors="replace"))
         extra = dict(spec.extra)
         tar_path, dockerfile_in_tar = self._context_tar(request, context, dockerfile)
         say(f"building {ref} from {dockerfile} (context {context}/)")
@@ -124,6 +127,33 @@ class ImageBuilder(Executor):
             self.warn(f"push: true for {repository} but buildml.yaml sets no docker.registry; not pushed")
             return
         self.engine.push(repository, key, say)
+
+
+# What only BuildKit understands: buildml builds through the Engine API's classic builder, which refuses these
+# with a parse error that names neither the line nor a way out.
+_BUILDKIT_ONLY = (
+    (re.compile(r"^\s*#\s*syntax\s*=", re.IGNORECASE), "a `# syntax=` frontend directive", "delete the line"),
+    (re.compile(r"^\s*RUN\s+(?:--\S+\s+)*--(mount|network|security)\b", re.IGNORECASE), "RUN --{0}",
+     "drop the flag (e.g. RUN --mount=type=cache: use pip --no-cache-dir; a secret mount: declare `secrets:` "
+     "on a command target instead of baking it into the image)"),
+    (re.compile(r"^\s*(?:COPY|ADD)\s+(?:--\S+\s+)*--(link|parents|exclude|checksum|keep-git-dir)\b", re.IGNORECASE),
+     "COPY/ADD --{0}", "drop the flag"),
+    (re.compile(r"^\s*(?:RUN|COPY|ADD)\b.*<<-?\s*[\"']?\w+", re.IGNORECASE), "a heredoc (<<EOF)",
+     "put the text in a file of the context and COPY it"),
+)
+
+
+def refuse_buildkit_syntax(dockerfile: str, text: str) -> None:
+    """A UserError naming the Dockerfile line of the first BuildKit-only construct (before anything is sent)."""
+    in_directives = True  # parser directives (# syntax=) count only above the first instruction
+    for number, line in enumerate(text.splitlines(), 1):
+        for pattern, what, fix in _BUILDKIT_ONLY:
+            found = pattern.search(line)
+            if found and (in_directives or not what.startswith("a `# syntax")):
+                raise UserError(f"{dockerfile}:{number}: {what.format(*found.groups())} needs BuildKit, and buildml "
+                                f"builds images with the Docker engine's classic builder: {line.strip()[:80]}", hint=fix)
+        if line.strip() and not line.lstrip().startswith("#"):
+            in_directives = False
 
 
 class _Counted:
