@@ -84,6 +84,13 @@ def test_diff_between_two_commits(ws):
     assert info["params"] == [["train.lr", 0.1, 0.3]] and info["keys"][0] != info["keys"][1]
     assert info["outputs"][0][0] == "metrics.json" and info["outputs"][1][0] == "model.txt"
     assert "same action key" in ws.run("diff", "HEAD", "HEAD", ":train", check=0, timeout=60).stdout
+    ws.write("notes.txt", "not an input of train\n")
+    c = commit(ws.root, "C")  # the same key as B: one cached result, made at B
+    info = json.loads(ws.run("diff", "HEAD~1", "HEAD", ":train", "--json", check=0).stdout)
+    assert info["keys"][0] == info["keys"][1]
+    assert info["commits"][1] == c and info["commits"][0] != c  # each side labelled with its own revision
+    assert info["built_at"] == [info["commits"][0]] * 2
+    assert f"vs HEAD ({c[:10]})" in ws.run("diff", "HEAD~1", "HEAD", ":train", check=0).stdout
 
 
 def test_verify_identical_tolerance_and_nondeterminism(ws):

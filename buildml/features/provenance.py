@@ -112,18 +112,20 @@ def _flatten(value, prefix: str, into: dict) -> None:
 # -- diff ----------------------------------------------------------------------------------------
 def diff(rev1: str, rev2: str, text: str, open_at) -> dict:
     """What differs between the builds of TARGET at two revisions; `with open_at(rev) as session` opens rev's tree."""
-    sides = []
+    sides, commits = [], []
     for rev in (rev1, rev2):  # one checkout at a time: the same commit twice must not wait on itself
         with open_at(rev) as session:
             label = _label(session, text)
             manifest, _ = _manifest(session, label)
+            commits.append(session.options.at_revision)  # the commit rev names, not the one its result was built at
         if manifest is None:
             raise UserError(f"{label} has not been built at {rev}", hint=f"build it: buildml build --at {rev} {label}")
         sides.append(manifest)
     a, b = (m.get("provenance", {}) for m in sides)
     return {
         "target": text, "revs": [rev1, rev2], "keys": [sides[0]["key"], sides[1]["key"]],
-        "commits": [a.get("git_commit"), b.get("git_commit")],
+        "commits": commits,
+        "built_at": [a.get("git_commit"), b.get("git_commit")],  # where each (maybe shared) cached result was made
         "params": _pairs(_flat_params(a), _flat_params(b)),
         "inputs": _pairs(a.get("inputs") or {}, b.get("inputs") or {}),
         "command": _pairs({"command": _command(a.get("command"))}, {"command": _command(b.get("command"))}),
