@@ -152,6 +152,29 @@ def test_live_view_shows_byte_progress_of_transfers():
         reporter.close()
 
 
+def test_live_counts_name_up_to_date_as_the_summary_does():
+    """A target already up to date counts as "up to date" in the live view, not as "cached" (the summary's words)."""
+    import io
+
+    from rich.console import Console
+
+    from buildml.events import BuildStarted, Outcome, Result, TargetFinished
+    from buildml.labels import Label
+    from buildml.report.live import LiveReporter
+
+    a, b = Label("", "a"), Label("", "b")
+    reporter = LiveReporter(console=Console(file=io.StringIO(), width=100))
+    reporter(BuildStarted((a, b)))
+    reporter(TargetFinished(Result(a, Outcome.UP_TO_DATE)))
+    reporter(TargetFinished(Result(b, Outcome.CACHED)))
+    out = Console(file=io.StringIO(), width=100, color_system=None)
+    out.print(reporter)
+    try:
+        assert "cached 1 · running 0 · failed 0 · up to date 1" in out.file.getvalue(), out.file.getvalue()
+    finally:
+        reporter.close()
+
+
 def test_ci_and_dumb_terminals_get_plain_lines_and_force_color_colours_pipes(ws, pane_factory):
     """With CI set (runners that allocate a pty) or TERM=dumb, a terminal gets plain timestamped lines, no redraw;
     FORCE_COLOR colours piped output, and NO_COLOR still wins over it."""

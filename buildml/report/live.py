@@ -32,7 +32,8 @@ class LiveReporter:
         self._lock = threading.Lock()
         self._live = None
         self.total = 0
-        self.finished = {Outcome.EXECUTED: 0, Outcome.CACHED: 0, Outcome.FAILED: 0, Outcome.NOT_BUILT: 0}
+        self.finished = {Outcome.EXECUTED: 0, Outcome.CACHED: 0, Outcome.UP_TO_DATE: 0, Outcome.FAILED: 0,
+                         Outcome.NOT_BUILT: 0}
         self.running: dict = {}  # label -> (monotonic start, executor)
         self.last_line = ""
         self.transfers: dict = {}  # (label, what) -> (done, total)
@@ -88,9 +89,8 @@ class LiveReporter:
     def _finished(self, r) -> None:
         with self._lock:
             self.running.pop(r.label, None)
-            bucket = Outcome.CACHED if r.status == Outcome.UP_TO_DATE else r.status
-            if bucket in self.finished:
-                self.finished[bucket] += 1
+            if r.status in self.finished:  # up to date counted as such, as the summary names it
+                self.finished[r.status] += 1
         if r.status == Outcome.FAILED:
             self._failure(r)
         elif r.status == Outcome.NOT_BUILT and self.verbosity >= 1:
@@ -152,6 +152,8 @@ class LiveReporter:
         text.append(f" · cached {f[Outcome.CACHED]}", style="cyan")
         text.append(f" · running {running}", style="blue")
         text.append(f" · failed {f[Outcome.FAILED]}", style="red" if f[Outcome.FAILED] else "")
+        if f[Outcome.UP_TO_DATE]:
+            text.append(f" · up to date {f[Outcome.UP_TO_DATE]}", style="dim")
         if f[Outcome.NOT_BUILT]:
             text.append(f" · not built {f[Outcome.NOT_BUILT]}", style="yellow")
         text.append(f" · to do {max(self.total - done - running, 0)}")
