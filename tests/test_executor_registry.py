@@ -1,6 +1,6 @@
 """The executor registry: built-in types, a fake named in buildml.yaml, entry-point executors, unknown types."""
 
-import importlib.metadata
+import os
 
 import pytest
 
@@ -8,8 +8,6 @@ from buildml.api import Options, Session
 from buildml.errors import LoadError
 from buildml.load import executor_types as registry
 from buildml.executors.fake import FakeExecutor
-from buildml.api import make_executor
-from buildml.load.executor_settings import ExecutorConfig
 from buildml.load.workspace import read_settings
 from conftest import executed
 
@@ -35,32 +33,41 @@ def test_fake_named_executor_is_made_once_per_session(ws):
     assert isinstance(first, FakeExecutor) and session.executor_for(spec) is first
 
 
-class ThirdParty(FakeExecutor):
-    """Stands in for an executor some other package provides."""
+THIRD_PARTY = """
+from buildml.executors.fake import FakeExecutor
+
+
+class Jobs(FakeExecutor):
+    \"\"\"Stands in for an executor another package provides (a Kubernetes Jobs one, say).\"\"\"
 
     config_options = ("queue",)
 
+    @classmethod
+    def from_config(cls, config, context):
+        return cls({"//:step": "ran on queue " + config.option("queue")})
+"""
 
-def test_entry_point_executor_is_a_known_type(ws, monkeypatch):
-    """A type from the "buildml.executors" entry-point group parses and is made like a built-in.
 
-    entry_points is monkeypatched (rather than installing a dist-info) so the test needs no files on sys.path
-    and cannot leak the type into other tests; registry.types is cached, so its cache is cleared around it.
-    """
-    ep = importlib.metadata.EntryPoint("k8s", f"{__name__}:ThirdParty", registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "entry_points", lambda group: [ep] if group == registry.ENTRY_POINT_GROUP else [])
-    registry.types.cache_clear()
-    try:
-        ws.write("buildml.yaml", "executors:\n  jobs: {type: k8s, queue: a100}\n")
-        config = read_settings(ws.root / "buildml.yaml").executors.get("jobs")
-        assert config == ExecutorConfig("jobs", "k8s", {"queue": "a100"})
-        assert isinstance(make_executor(config, context=None), ThirdParty)
-        ws.write("buildml.yaml", "executors:\n  jobs: {type: k8s, queu: a100}\n")
-        with pytest.raises(LoadError) as err:
-            read_settings(ws.root / "buildml.yaml")
-        assert "unknown option 'queu' for a k8s executor" in err.value.message
-    finally:
-        registry.types.cache_clear()
+def test_entry_point_executor_is_a_known_type(ws, tmp_path):
+    """A package that declares an executor in the "buildml.executors" entry-point group (a real dist-info on the
+    path, found by importlib.metadata in the real CLI) is parsed, checked and run like a built-in type."""
+    site = tmp_path / "site"
+    (site / "buildml_k8s-0.1.dist-info").mkdir(parents=True)
+    (site / "buildml_k8s.py").write_text(THIRD_PARTY)
+    (site / "buildml_k8s-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: buildml-k8s\nVersion: 0.1\n")
+    (site / "buildml_k8s-0.1.dist-info" / "entry_points.txt").write_text(
+        f"[{registry.ENTRY_POINT_GROUP}]\nk8s = buildml_k8s:Jobs\n")
+    env = ws.env()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH")) if p)
+    ws.write("BUILD.yaml", STEP)
+    ws.write("buildml.yaml", "executors:\n  jobs: {type: k8s, queue: a100}\n")
+    ws.run("build", "--executor", "jobs", "//...", check=0, env=env)
+    assert ws.read("out.txt") == "ran on queue a100"
+    ws.write("buildml.yaml", "executors:\n  jobs: {type: k8s, queu: a100}\n")
+    proc = ws.run("build", "--executor", "jobs", "//...", check=2, env=env)
+    assert "unknown option 'queu' for a k8s executor" in proc.stderr and "queue" in proc.stderr
+    proc = ws.run("build", "--executor", "jobs", "//...", check=2)  # without the package: an unknown type
+    assert "unknown executor type 'k8s'" in proc.stderr
 
 
 def test_unknown_type_names_the_registry_types(ws):
