@@ -79,7 +79,7 @@ class Session:
     @property
     def graph(self):
         if self._graph is None:
-            self._graph = analyse(self.ws, load_targets(self.ws, self.registry), self.registry)
+            self._graph = analyse(self.ws, load_targets(self.ws, self.registry, self.options.param_overrides), self.registry)
             from buildml.load.executor_settings import assign_executors, executor_settings  # who runs what; local ones skip images
 
             self.dropped_images = assign_executors(self._graph, executor_settings(self.ws.settings),
@@ -249,8 +249,11 @@ class Session:
         from buildml.errors import did_you_mean
 
         selected = {key for spec in self.graph.specs.values() for _, keys in spec.params for key in keys}
+        files = {(file, keys) for spec in self.graph.specs.values() for file, keys in spec.params}
+        reader = ParamsReader(self.ws.root)
         for key in self.options.param_overrides:
-            if key not in selected:
+            if key not in selected and not any(reader.covers(f, ks, key) for f, ks in files if os.path.exists(
+                    os.path.join(self.ws.root, f))):
                 raise UserError(f"--param {key}: no target selects the param {key!r}",
                                 hint=did_you_mean(key, selected) or "targets select params with `params: [key, ...]`")
 

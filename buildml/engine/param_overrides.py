@@ -16,8 +16,11 @@ def overrides_of(action, params) -> list[dict]:
     found = []
     overrides = getattr(params, "overrides", None) or {}
     for file, keys in action.spec.params:
-        for key in keys:
-            if key not in overrides:
+        for key in overrides:
+            try:
+                if not params.covers(file, keys, key):
+                    continue
+            except Exception:  # the file is gone: it was read (or refused) when the action was made
                 continue
             try:
                 old = lookup(params._data(file), key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -15,30 +16,58 @@ _MISSING = object()
 
 
 class ParamsReader:
-    """Reads each params file once per build; applies command-line overrides."""
+    """Reads each params file once per build; applies command-line overrides.
+
+    YAML and JSON files, TOML (`.toml`) and Python (`.py`: top-level constants and class attributes), the
+    formats DVC reads. `keys == ()` selects the whole file (`- other.yaml:` in params).
+    """
 
     def __init__(self, root, overrides: dict | None = None):
         self.root = str(root)
         self.overrides = overrides or {}  # "train.lr" -> value (applies to every params file)
         self._files: dict = {}
         self._docs: dict = {}  # relpath -> its yamlsrc.Document, for the line of a bad value
+        self._effective: dict = {}  # relpath -> its data with the overrides applied
 
     def _data(self, relpath: str):
         if relpath not in self._files:
             full = os.path.join(self.root, relpath)
             if not os.path.exists(full):
                 raise UserError(f"params file {relpath} does not exist", hint="create it, or fix the target's params")
-            doc = load_yaml_file(full, relpath)  # JSON is YAML too
-            if doc.data is not None and not isinstance(doc.data, dict):
+            data, doc = read_params_file(full, relpath)
+            if data is not None and not isinstance(data, dict):
                 raise UserError(f"params file {relpath} must hold a mapping")
-            self._files[relpath], self._docs[relpath] = doc.data or {}, doc
+            self._files[relpath], self._docs[relpath] = data or {}, doc
         return self._files[relpath]
 
+    def effective(self, relpath: str) -> dict:
+        """The file's data with each override set where its parent is a mapping of the file."""
+        if relpath not in self._effective:
+            data = copy.deepcopy(self._data(relpath))
+            for key, value in self.overrides.items():
+                if key in data:
+                    data[key] = value
+                    continue
+                *parents, last = key.split(".")
+                node = data
+                for part in parents:
+                    node = node.get(part) if isinstance(node, dict) else None
+                if isinstance(node, dict) and (parents or last in node):
+                    node[last] = value
+            self._effective[relpath] = data
+        return self._effective[relpath]
+
+    def covers(self, relpath: str, keys, override: str) -> bool:
+        """True when the selection `keys` of relpath includes the param `override` (itself, or a section above it)."""
+        if not keys:
+            return override.split(".")[0] in self._data(relpath) or override in self._data(relpath)
+        return any(override == k or override.startswith(k + ".") for k in keys)
+
     def select(self, relpath: str, keys, who: str = "") -> dict:
-        """{key: value} for the selected dotted keys; a missing key is an error naming it."""
-        data = self._data(relpath)
+        """{key: value} for the selected dotted keys (every top-level key for ()); a missing key is an error naming it."""
+        data = self.effective(relpath)
         out = {}
-        for key in keys:
+        for key in keys or list(data):
             if key in self.overrides:
                 out[key] = self.overrides[key]
                 continue
@@ -58,8 +87,51 @@ class ParamsReader:
         sub, what = found
         path = ((key,) if key in data else tuple(key.split("."))) + sub
         shown = ".".join([key, *map(str, sub)])
-        raise UserError(f"param {shown!r} in {relpath} is {what}", location=self._docs[relpath].where(path),
-                        hint=_PLAIN_HINT)
+        where = self._docs[relpath].where(path) if self._docs[relpath] is not None else None
+        raise UserError(f"param {shown!r} in {relpath} is {what}", location=where, hint=_PLAIN_HINT)
+
+
+def read_params_file(full: str, relpath: str):
+    """(data, yamlsrc.Document or None) of a params file, by its extension as DVC reads them."""
+    if relpath.endswith(".toml"):
+        import tomllib
+
+        try:
+            with open(full, "rb") as f:
+                return tomllib.load(f), None
+        except (OSError, ValueError) as exc:
+            raise UserError(f"params file {relpath} is not valid TOML: {exc}", hint="fix its syntax") from None
+    if relpath.endswith(".py"):
+        return _python_params(full, relpath), None
+    doc = load_yaml_file(full, relpath)  # JSON is YAML too
+    return doc.data, doc
+
+
+def _python_params(full: str, relpath: str) -> dict:
+    """Top-level constants and class attributes (`Train.lr`) of a Python params file, read without running it."""
+    import ast
+
+    try:
+        with open(full, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), relpath)
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"params file {relpath} cannot be read as Python: {exc}", hint="fix its syntax") from None
+
+    def assigned(body) -> dict:
+        found = {}
+        for node in body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) and node.value else []
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    try:
+                        found[target.id] = ast.literal_eval(node.value)
+                    except (ValueError, TypeError, SyntaxError, RecursionError):
+                        pass  # not a literal: DVC skips it too
+            if isinstance(node, ast.ClassDef):
+                found[node.name] = assigned(node.body)
+        return found
+
+    return assigned(tree.body)
 
 
 def lookup(data, dotted: str):
@@ -96,13 +168,31 @@ def nest(selected: dict) -> dict:
 
 
 def write_subset(path: str, selected: dict) -> None:
-    """Write only the selected keys, so an action cannot read what it did not declare."""
+    """Write only the selected keys, so an action cannot read what it did not declare (in the file's own format)."""
     data = nest(selected)
     with open(path, "w") as f:
         if path.endswith(".json"):
             json.dump(data, f, indent=2, sort_keys=True)
+        elif path.endswith(".toml"):
+            import tomli_w
+
+            f.write(tomli_w.dumps(data))
+        elif path.endswith(".py"):
+            f.write(_python_source(data))
         else:
             yaml.safe_dump(data, f, sort_keys=True)
+
+
+def _python_source(data: dict) -> str:
+    """A Python params file holding data: mappings at the top become classes, as DVC reads them."""
+    lines = []
+    for key, value in data.items():
+        if isinstance(value, dict) and value and all(isinstance(k, str) and k.isidentifier() for k in value):
+            lines.append(f"class {key}:")
+            lines.extend(f"    {k} = {v!r}" for k, v in value.items())
+        else:
+            lines.append(f"{key} = {value!r}")
+    return "\n".join(lines) + "\n"
 
 
 _PLAIN_HINT = "params are plain data (strings, numbers, lists, mappings): quote the value or its keys, e.g. '2024-01-01'"
