@@ -38,6 +38,10 @@ class ActionSpec:
     extra: tuple = ()  # rule-specific key material (canonical-JSON-able)
     context_filter: tuple | None = None  # (dir, ignore file): files under dir matched by the .dockerignore are not inputs
     checks: tuple = ()  # dataset checks run on the outputs after the command (buildml/checks.py); keyed when set
+    frozen: bool = False  # never re-run while its last outputs are in place (DVC's frozen); not keyed
+    persist: tuple[str, ...] = ()  # outs whose previous version is staged before the command runs; keyed when set
+    local_only: tuple[str, ...] = ()  # outs never uploaded to a remote cache (cache: false, push: false); not keyed
+    plots: tuple = ()  # (out path, plot properties as canonical JSON text): shown in the report; not keyed
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class Action:
             "network": s.network,
             "extra": list(s.extra),
             **({"checks": [list(map(list, c)) for c in s.checks]} if s.checks else {}),
+            **({"persist": sorted(s.persist)} if s.persist else {}),
             **({"base_images": [list(p) for p in self.base_images]} if self.base_images else {}),
         }
 

@@ -154,6 +154,7 @@ def validate_manifest(manifest, key) -> dict:
         raise _field("key", manifest.get("key"), f"does not match the entry's name {key}")
     validate_outputs(manifest.get("outputs"), "outputs")
     validate_relpaths(manifest.get("out_dirs", []), "out_dirs")
+    validate_relpaths(manifest.get("local_only", []), "local_only")
     check_tree_shape(manifest["outputs"], manifest.get("out_dirs", []))
     if manifest.get("log") is not None:
         check_digest(manifest["log"], "log")

@@ -20,6 +20,11 @@ from buildml.trust import check_manifest_paths, undecodable
 from buildml.load.workspace import SKIP_DIRS, inside
 
 RERUN_TESTS = "test results not taken from the cache (--no-cache-test-results)"
+ALWAYS_CHANGED = "always_changed: runs on every build"
+
+
+def _under(path: str, outs) -> bool:
+    return any(path == o or path.startswith(o + "/") for o in outs)
 
 @dataclass(frozen=True)
 class Decision:
@@ -81,7 +86,27 @@ class Rebuilder:
             pins = dockerfile_pins(self.base_images, self.root, spec)
         action = Action(spec, {p: InputFile(s.digest, 0, s.executable) for p, s in staged.items()},
                         param_values, image_key, pins)
-        return action, list(staged.values())
+        return action, list(staged.values()) + self._persisted(spec)
+
+    def _persisted(self, spec) -> list[Staged]:
+        """The files of persist: true outs as they are now, staged (not keyed) so the command finds them."""
+        if not spec.persist:
+            return []
+        root = self.materializer.out_root
+        found = []
+        for out in spec.persist:
+            full = os.path.join(root, out)
+            if os.path.islink(full) or not inside(root, full):
+                continue  # never read through a link
+            if os.path.isfile(full):
+                found.append(out)
+            elif os.path.isdir(full):
+                found.extend(os.path.relpath(os.path.join(d, n), root).replace(os.sep, "/")
+                             for d, _dirs, names in os.walk(full) for n in names
+                             if not os.path.islink(os.path.join(d, n)))
+        digests = self.hasher.files([os.path.join(root, p) for p in found])
+        return [Staged(p, digests[os.path.join(root, p)].digest, digests[os.path.join(root, p)].executable,
+                       os.path.join(root, p)) for p in sorted(found)]
 
     def _source_files(self, label, sources) -> list[str]:
         files: list[str] = []
@@ -133,8 +158,11 @@ class Rebuilder:
         """UP_TO_DATE (outputs in place), RESTORE (a usable cache entry) or RUN, with reasons."""
         if action.spec.is_test and self.rerun_tests:
             return Decision(Outcome.RUN, (RERUN_TESTS,))
+        if not action.spec.cacheable:
+            return Decision(Outcome.RUN, (ALWAYS_CHANGED,))
         last = self.state.last_build(str(label))
-        if last is not None and last.get("key") == action.key and self.materializer.intact(last["outputs"]):
+        same = last is not None and (last.get("key") == action.key or action.spec.frozen)
+        if same and self.materializer.intact(last["outputs"]):
             gone = self.missing(action)  # e.g. an image removed from the engine since
             return Decision(Outcome.RUN, (gone,)) if gone else Decision(Outcome.UP_TO_DATE)
         manifest = self.store.get_action(action.key) if action.spec.cacheable else None
@@ -167,7 +195,12 @@ class Rebuilder:
         gone = self.missing(action)
         if gone:
             return gone
-        if not all(self.store.has_blob(m["digest"]) for m in manifest.get("outputs", {}).values()):
+        local_only = action.spec.local_only
+        for path, meta in manifest.get("outputs", {}).items():
+            if self.store.has_blob(meta["digest"]):
+                continue
+            if local_only and _under(path, local_only) and self.materializer.intact({path: meta}):
+                continue  # a cache: false out, in place with the recorded bytes (e.g. committed to git)
             return "a cached output blob is missing"
         return ""
 

@@ -164,6 +164,7 @@ class Runner:
             "exit_code": outcome.exit_code,
             "outputs": outputs,
             "out_dirs": out_dirs,
+            **({"local_only": sorted(spec.local_only)} if spec.local_only else {}),
             "metrics": metrics,
             "log": log_digest,
             "provenance": {

@@ -168,7 +168,8 @@ class Scheduler:
     def _act(self, label, action, staged, decision) -> Result:
         last = self.state.last_build(str(label))
         if decision.what == Outcome.UP_TO_DATE:
-            return Result(label, Outcome.UP_TO_DATE, action.key, last["outputs"], manifest=last.get("manifest"))
+            key = last.get("key", action.key) if action.spec.frozen else action.key  # frozen: the outputs' own key
+            return Result(label, Outcome.UP_TO_DATE, key, last["outputs"], manifest=last.get("manifest"))
         if self.dry_run:
             what = Outcome.RESTORABLE if decision.what == Outcome.RESTORE else Outcome.STALE
             outputs = decision.manifest["outputs"] if decision.manifest else {}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from buildml.action import ActionSpec
+from buildml.hashing import canonical_json
 from buildml.errors import LazyLocation, LoadError, did_you_mean
 from buildml.labels import Label, parse_label
 from buildml.errors import LabelError
@@ -24,7 +25,7 @@ from buildml.load.workspace import normalize_relpath
 class Attr:
     """One attribute of a kind: its type, default, and a line of documentation."""
 
-    type: str  # string | command | strings | params | env | bool | number | mapping | label | resources
+    type: str  # string | command | strings | outs | params | env | bool | number | mapping | label | resources
     doc: str = ""
     default: object = None
     required: bool = False
@@ -53,9 +54,12 @@ COMMON_ATTRS = {
     "doc": Attr("string", "a line describing the target"),
     "deps": Attr("strings", "what the target reads: labels, files, directories, globs (!pattern excludes)"),
     "exclude": Attr("strings", "globs removed from deps"),
-    "outs": Attr("strings", "files or directories the command produces, relative to the package"),
-    "metrics": Attr("strings", "outs that are JSON/YAML metrics files"),
-    "params": Attr("params", "selected keys of params.yaml: [train.lr] or [{other.yaml: [key]}]"),
+    "outs": Attr("outs", "files or directories the command produces, relative to the package; "
+                         "an entry may be {path: {cache: false, persist: true, push: false}}"),
+    "metrics": Attr("outs", "outs that are JSON/YAML metrics files"),
+    "plots": Attr("outs", "outs that are plot data or images; {path: {x: .., y: .., template: ..}} gives the plot"),
+    "params": Attr("params", "selected keys of params.yaml: [train.lr], [{other.yaml: [key]}], [{other.yaml: null}] "
+                             "for the whole file"),
     "env": Attr("env", "environment variables the command sees; part of the key"),
     "secrets": Attr("strings", "names of caller env vars passed to the command, never keyed or logged"),
     "secrets_in_outputs": Attr("bool", "outs may hold a secret's value (default false: that fails the action)"),
@@ -66,7 +70,18 @@ COMMON_ATTRS = {
     "network": Attr("bool", "allow network access in containers (default false)", default=False),
     "tags": Attr("strings", "free-form tags"),
     "tolerance": Attr("mapping", "metric: allowed absolute difference when `buildml verify` re-runs the target"),
+    "wdir": Attr("string", "directory the command runs in, relative to the package (paths stay package-relative)"),
+    "always_changed": Attr("bool", "run on every build, never taken from the cache (DVC's always_changed)"),
+    "frozen": Attr("bool", "never re-run while its last outputs are in place, whatever changed (DVC's frozen)"),
 }
+
+# Options of a dict-form out entry ({path: {...}}), as DVC writes them; what each does is in OUT_FLAGS' docs.
+OUT_FLAGS = {"cache": "false: not uploaded to a remote cache; a cached result is usable when the file in place "
+                      "has the recorded bytes (e.g. committed to git)",
+             "persist": "true: the previous version is in the sandbox when the command starts",
+             "push": "false: never uploaded to a remote cache"}
+OUT_META = ("desc", "type", "labels", "meta")  # descriptive only
+PLOT_PROPS = ("x", "y", "template", "title", "x_label", "y_label", "header")
 
 
 class Rule:
@@ -88,6 +103,12 @@ class Rule:
             if attr is None:
                 raise LoadError(f"unknown field {key!r} for kind {self.kind!r}", location=doc.where(path + (key,)),
                                 field=f"{name}.{key}", hint=did_you_mean(str(key), schema) or "fields: " + ", ".join(sorted(schema)))
+            if attr.type == "outs":
+                out[key], options = _check_outs(value, doc, path + (key,), f"{name}.{key}", key == "plots")
+                merged = out.setdefault("out_options", {}) if options else {}
+                for p, o in options.items():
+                    merged[p] = {**merged.get(p, {}), **o}
+                continue
             out[key] = check_value(attr, value, doc, path + (key,), f"{name}.{key}", package)
         for key, attr in schema.items():
             if attr.required and key not in out:
@@ -107,15 +128,23 @@ class Rule:
         pkg = target.label.package
         outs = tuple(out_path(pkg, o, target.where("outs", i), "outs") for i, o in enumerate(a.get("outs", ())))
         metrics = tuple(out_path(pkg, m, target.where("metrics", i), "metrics") for i, m in enumerate(a.get("metrics", ())))
-        outs = outs + tuple(m for m in metrics if m not in outs)
+        plots = tuple(out_path(pkg, m, target.where("plots", i), "plots") for i, m in enumerate(a.get("plots", ())))
+        outs = outs + tuple(m for m in metrics + plots if m not in outs)
+        options = {out_path(pkg, p, target.where(), "outs"): o for p, o in a.get("out_options", {}).items()}
+        workdir = normalize_relpath(pkg, a["wdir"], target.where("wdir"), "wdir") if a.get("wdir") not in (None, ".") else pkg
         fields = dict(
-            label=target.label, kind=self.kind, rule_version=self.version, argv=argv, workdir=pkg,
+            label=target.label, kind=self.kind, rule_version=self.version, argv=argv, workdir=workdir,
             deps=tuple(a.get("deps", ())), excludes=tuple(a.get("exclude", ())), outs=outs, metrics=metrics,
             params=params_files(target), env=tuple(sorted(a.get("env", {}).items())),
             secrets=tuple(a.get("secrets", ())), image=a.get("image"), network=a.get("network", False),
             secrets_in_outputs=a.get("secrets_in_outputs", False),
             resources=tuple(sorted(a.get("resources", {}).items())), timeout=a.get("timeout"),
-            executor=a.get("executor"),
+            executor=a.get("executor"), cacheable=not a.get("always_changed", False), frozen=a.get("frozen", False),
+            persist=tuple(p for p, o in options.items() if o.get("persist")),
+            local_only=tuple(p for p, o in options.items() if o.get("cache") is False or o.get("push") is False),
+            plots=tuple((p, canonical_json({k: v for k, v in options.get(p, {}).items() if k in PLOT_PROPS}).decode())
+                        for p in plots) + tuple((name, canonical_json(props).decode())
+                                                for name, props in a.get("plot_defs", ())),
         )
         fields.update(extra)
         return ActionSpec(**fields)
@@ -142,7 +171,7 @@ def command_argv(command) -> tuple[str, ...]:
 
 
 def params_files(target: Target) -> tuple:
-    """Normalize DVC-style params into ((file, (keys...)), ...), files workspace-relative."""
+    """Normalize DVC-style params into ((file, (keys...)), ...), files workspace-relative; () keys = the whole file."""
     pkg = target.label.package
     by_file: dict = {}
     for i, item in enumerate(target.attrs.get("params", ())):
@@ -151,6 +180,9 @@ def params_files(target: Target) -> tuple:
         else:
             (file, keys), = item.items()
         path = normalize_relpath(pkg, file, target.where("params", i), "params")
+        if keys is None or by_file.get(path, [0]) == []:  # the whole file, however else it is named
+            by_file[path] = []
+            continue
         by_file.setdefault(path, [])
         by_file[path].extend(k for k in keys if k not in by_file[path])
     return tuple((f, tuple(ks)) for f, ks in sorted(by_file.items()))
@@ -244,10 +276,48 @@ def _check_params(value, doc, path, field):
             continue
         if isinstance(item, dict) and len(item) == 1:
             (file, keys), = item.items()
+            if isinstance(file, str) and file and keys is None:  # `- other.yaml:`: the whole file, as in DVC
+                continue
             if isinstance(file, str) and isinstance(keys, list) and all(isinstance(k, str) and k for k in keys):
                 continue
-        raise _type_error(doc, path + (i,), field, "a key like train.lr or {file.yaml: [key, ...]}", item)
+        raise _type_error(doc, path + (i,), field, "a key like train.lr, {file.yaml: [key, ...]} or {file.yaml: null}",
+                          item)
     return tuple(value)
+
+
+def _check_outs(value, doc, path, field, plots: bool) -> tuple[tuple, dict]:
+    """(paths as written, {path: options}) of an outs/metrics/plots list whose entries are a path or
+    {path: {cache: .., persist: .., push: ..}} (plots also take x, y, template, ...)."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise _type_error(doc, path, field, "a list of paths", value)
+    paths, options = [], {}
+    allowed = (*OUT_FLAGS, *OUT_META, *(PLOT_PROPS if plots else ()))
+    for i, entry in enumerate(value):
+        if isinstance(entry, dict) and len(entry) == 1:
+            (name, opts), = entry.items()
+            opts = {} if opts is None else opts
+            if not isinstance(name, str) or not name or not isinstance(opts, dict):
+                raise _type_error(doc, path + (i,), field, "a path or {path: {cache: false, ...}}", entry)
+            for key, val in opts.items():
+                if key == "remote":
+                    raise LoadError("per-output remotes (remote:) are not supported", location=doc.where(path + (i, name, key)),
+                                    field=f"{field}.{name}.remote", hint="buildml uploads to the one remote cache of "
+                                    "buildml.yaml (cache.remote); remove remote: or use push: false")
+                if key not in allowed:
+                    raise LoadError(f"unknown option {key!r} of {name!r}", location=doc.where(path + (i, name, key)),
+                                    field=f"{field}.{name}", hint=did_you_mean(str(key), allowed) or "options: " + ", ".join(allowed))
+                if key in OUT_FLAGS and not isinstance(val, bool):
+                    raise _type_error(doc, path + (i, name, key), f"{field}.{name}.{key}", "true or false", val)
+            entry = name
+            if opts:
+                options[name] = opts
+        if not isinstance(entry, str) or not entry:
+            raise _type_error(doc, path + (i,), field, "a path or {path: {cache: false, ...}}", entry)
+        _no_nul(entry, doc, path + (i,), field)
+        paths.append(entry)
+    return tuple(paths), options
 
 
 RESOURCE_NAMES = ("cpus", "gpus", "memory")

@@ -38,9 +38,15 @@ def open_store(local, settings, options, warn, progress=None):
     return TieredStore(local, RemoteStore(url, settings.storage_options, warn), upload, warn, progress)
 
 
+def _shared_outputs(manifest: dict) -> list:
+    """Digests of the outputs a shared entry holds: all but those never uploaded (local_only: cache/push false)."""
+    local_only = manifest.get("local_only") or ()
+    return [m["digest"] for p, m in manifest.get("outputs", {}).items()
+            if not any(p == o or p.startswith(o + "/") for o in local_only)]
+
+
 def _blobs_of(manifest: dict) -> list:
-    digests = [m["digest"] for m in manifest.get("outputs", {}).values()]
-    return digests + ([manifest["log"]] if manifest.get("log") else [])
+    return _shared_outputs(manifest) + ([manifest["log"]] if manifest.get("log") else [])
 
 
 class TieredStore:
@@ -152,7 +158,7 @@ class TieredStore:
         manifest = manifest or self.local.get_action(key)
         if manifest is None:
             return False
-        if not all(self.local.has_blob(o["digest"]) for o in manifest.get("outputs", {}).values()):
+        if not all(self.local.has_blob(d) for d in _shared_outputs(manifest)):
             return False  # never publish an entry whose blobs cannot all be sent
         digests = [d for d in _blobs_of(manifest) if self.local.has_blob(d)]
         force = self._corrupt & set(digests)
@@ -176,8 +182,7 @@ class TieredStore:
             return False
         missing = [d for d in _blobs_of(manifest) if not self.local.has_blob(d)]
         self._pull_blobs(missing)
-        return self.local.get_action(key) is not None and \
-            all(self.local.has_blob(m["digest"]) for m in manifest.get("outputs", {}).values())
+        return self.local.get_action(key) is not None and all(self.local.has_blob(d) for d in _shared_outputs(manifest))
 
     # -- blobs --------------------------------------------------------------------------
     def has_blob(self, digest: str) -> bool:
@@ -270,7 +275,7 @@ class TieredStore:
         """Remote entries whose output blobs are now all local become local entries."""
         with self._lock:
             done = [k for k, m in self._pending.items()
-                    if all(self.local.has_blob(o["digest"]) for o in m.get("outputs", {}).values())]
+                    if all(self.local.has_blob(d) for d in _shared_outputs(m))]
             manifests = [(k, self._pending.pop(k)) for k in done]
         for key, manifest in manifests:
             self.local.put_action(key, manifest)
