@@ -22,7 +22,7 @@ from pathlib import Path
 
 from buildml.errors import EnvironmentProblem, UserError
 from buildml.store.local import remove_tree
-from buildml.load.workspace import OUT_DIR, ROOT_FILE, STATE_DIR, default_cache_dir, find_root, read_settings
+from buildml.load.workspace import DVC_DIR, OUT_DIR, ROOT_FILE, STATE_DIR, default_cache_dir, find_root, read_settings
 
 TMP_PREFIX = "buildml-at-"
 
@@ -122,7 +122,7 @@ def workspace_start(tree: Path, revision: Revision) -> Path:
     while not start.is_dir() and start != tree:
         start = start.parent
     for candidate in (start, *start.parents):
-        if (candidate / ROOT_FILE).is_file():
+        if (candidate / ROOT_FILE).is_file() or (candidate / DVC_DIR).is_dir():
             return start
         if candidate == tree:
             break

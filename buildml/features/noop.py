@@ -55,10 +55,10 @@ def fingerprint(cli_params: dict, cwd: str) -> str:
 
 
 def find_root(start: str) -> str | None:
-    """The workspace root the loader would find from start (nearest buildml.yaml at or above), or None."""
+    """The workspace root the loader would find from start (nearest buildml.yaml or .dvc/ at or above), or None."""
     path = os.path.abspath(start)
     while True:
-        if os.path.isfile(os.path.join(path, ROOT_FILE)):
+        if os.path.isfile(os.path.join(path, ROOT_FILE)) or os.path.isdir(os.path.join(path, ".dvc")):
             return path
         parent = os.path.dirname(path)
         if parent == path:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import sys
 
-from buildml.load.workspace import BUILD_FILE, ROOT_FILE, SKIP_DIRS
+from buildml.load.dvc import DVC_FILE
+from buildml.load.workspace import BUILD_FILE, DVC_DIR, ROOT_FILE, SKIP_DIRS
 
 GLOB_CHARS = frozenset("*?[")
 STATE_FILES = ("state.db", "state.db-wal")  # the last builds and the stat cache; no WAL file when no one has it open
@@ -36,8 +37,8 @@ def uncertifiable(graph, labels) -> str | None:
 def build_paths(ws, graph, labels, results, out_root: str) -> set[str]:
     """Absolute paths whose stat signatures decide whether building labels again would do anything."""
     root = str(ws.root)
-    files = {os.path.join(root, ROOT_FILE)}
-    dirs: set[str] = set()
+    files = {os.path.join(root, ROOT_FILE)} if os.path.isfile(os.path.join(root, ROOT_FILE)) else set()
+    dirs: set[str] = {root}  # a buildml.yaml made in a DVC repo changes its entries
     walk_packages(root, dirs, files)
     for label in labels:
         spec = graph.specs[label]
@@ -63,15 +64,16 @@ def build_paths(ws, graph, labels, results, out_root: str) -> set[str]:
 
 
 def walk_packages(root: str, dirs: set, files: set) -> None:
-    """Every directory the loader visits and every BUILD.yaml it reads (mirrors loader.find_packages)."""
+    """Every directory the loader visits and every BUILD.yaml or dvc.yaml it reads (mirrors loader.find_packages)."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirs.add(dirpath)
-        if dirpath != root and ROOT_FILE in filenames:  # a nested workspace: visited, not entered
+        if dirpath != root and (ROOT_FILE in filenames or DVC_DIR in dirnames):  # nested: visited, not entered
             dirnames[:] = []
             continue
         dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS and not d.startswith(".")]
-        if BUILD_FILE in filenames:
-            files.add(os.path.join(dirpath, BUILD_FILE))
+        for name in (BUILD_FILE, DVC_FILE):
+            if name in filenames:
+                files.add(os.path.join(dirpath, name))
 
 
 def walk_tree(top: str, dirs: set, files: set | None) -> None:

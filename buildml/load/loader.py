@@ -10,7 +10,9 @@ from types import MappingProxyType
 from buildml.errors import LoadError, did_you_mean
 from buildml.labels import _NAME, Label
 from buildml.load.schema import RuleRegistry, Target
-from buildml.load.workspace import BUILD_FILE, ROOT_FILE, SKIP_DIRS, Workspace
+from buildml.load.dvc import DVC_FILE, load_dvc_package
+from buildml.load.params import ParamsReader
+from buildml.load.workspace import BUILD_FILE, DVC_DIR, ROOT_FILE, SKIP_DIRS, Workspace
 from buildml.hashing import RACY_NS
 from buildml.trust import undecodable
 from buildml.load.yamlsrc import LazyDocument, load_yaml_file
@@ -19,17 +21,17 @@ _TOP_KEYS = ("targets",)
 
 
 def find_packages(root) -> list[str]:
-    """Package paths (workspace-relative, '' for the root) of every directory holding BUILD.yaml."""
+    """Package paths (workspace-relative, '' for the root) of every directory holding BUILD.yaml or dvc.yaml."""
     packages = []
     root = str(root)
     for dirpath, dirnames, filenames in os.walk(root):
         rel = os.path.relpath(dirpath, root)
         rel = "" if rel == "." else rel.replace(os.sep, "/")
-        if rel and ROOT_FILE in filenames:  # a nested workspace is not ours
+        if rel and (ROOT_FILE in filenames or DVC_DIR in dirnames):  # a nested workspace (or DVC repo) is not ours
             dirnames[:] = []
             continue
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
-        if BUILD_FILE in filenames:
+        if BUILD_FILE in filenames or DVC_FILE in filenames:
             if undecodable(rel):
                 raise LoadError(f"package directory {undecodable(rel)} has a name that is not valid UTF-8",
                                 hint="rename it: labels and paths are UTF-8 text")
@@ -37,8 +39,11 @@ def find_packages(root) -> list[str]:
     return packages
 
 
-def load_package(ws: Workspace, package: str, registry: RuleRegistry, cache: "LoadCache | None" = None) -> dict[Label, Target]:
-    """Parse and validate one package's BUILD.yaml."""
+def load_package(ws: Workspace, package: str, registry: RuleRegistry, cache: "LoadCache | None" = None,
+                 params: ParamsReader | None = None) -> dict[Label, Target]:
+    """Parse and validate one package's BUILD.yaml (or, when it has none, its dvc.yaml)."""
+    if not os.path.isfile(os.path.join(ws.abspath(package), BUILD_FILE)):
+        return load_dvc_package(ws, package, registry, params or ParamsReader(ws.root))
     display = f"{package}/{BUILD_FILE}" if package else BUILD_FILE
     path = os.path.join(ws.abspath(package), BUILD_FILE)
     cached = cache.get(path) if cache else None
@@ -86,12 +91,14 @@ def _load_target(doc, package: str, name, raw, registry: RuleRegistry) -> Target
     return Target(Label(package, name), kind, MappingProxyType(attrs), doc, path)
 
 
-def load_targets(ws: Workspace, registry: RuleRegistry) -> dict[Label, Target]:
-    """Every target of the workspace (unchanged BUILD files come from the load cache)."""
+def load_targets(ws: Workspace, registry: RuleRegistry, overrides: dict | None = None) -> dict[Label, Target]:
+    """Every target of the workspace (unchanged BUILD files come from the load cache); `${}` sees the --param
+    overrides."""
     targets: dict[Label, Target] = {}
     cache = LoadCache(ws.state_dir / "load-cache.json", registry)
+    params = ParamsReader(ws.root, overrides)
     for package in find_packages(ws.root):
-        targets.update(load_package(ws, package, registry, cache))
+        targets.update(load_package(ws, package, registry, cache, params))
     cache.save()
     return targets
 

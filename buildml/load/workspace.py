@@ -11,6 +11,7 @@ from buildml.errors import LoadError, Location, UserError, did_you_mean
 from buildml.load.yamlsrc import load_yaml_file
 
 ROOT_FILE = "buildml.yaml"
+DVC_DIR = ".dvc"  # a DVC repo's root: a workspace root too when it has no buildml.yaml (defaults as for an empty one)
 BUILD_FILE = "BUILD.yaml"
 STATE_DIR = ".buildml"
 OUT_DIR = "buildml-out"
@@ -60,18 +61,23 @@ class Workspace:
 
 
 def find_root(start: Path) -> Path:
-    """The nearest directory at or above `start` holding buildml.yaml."""
+    """The nearest directory at or above `start` holding buildml.yaml, or a DVC repo's .dvc/ directory."""
     start = Path(start).resolve()
     for candidate in (start, *start.parents):
-        if (candidate / ROOT_FILE).is_file():
+        if (candidate / ROOT_FILE).is_file() or (candidate / DVC_DIR).is_dir():
             return candidate
     raise UserError(f"no {ROOT_FILE} found in {start} or any parent directory",
-                    hint="run `buildml init` to create a workspace here, or cd into one")
+                    hint="run `buildml init` to create a workspace here, or cd into one (a DVC repo, with its "
+                         ".dvc/ directory, is a workspace too)")
 
 
 def load_workspace(start: Path) -> Workspace:
-    """Find the root and read its settings."""
+    """Find the root and read its settings (a DVC repo without buildml.yaml has the defaults)."""
     root = find_root(start)
+    if not (root / ROOT_FILE).is_file():
+        from buildml.load.executor_settings import parse_executor_settings
+
+        return Workspace(root, Settings(executors=parse_executor_settings({}, None)))
     return Workspace(root, read_settings(root / ROOT_FILE))
 
 

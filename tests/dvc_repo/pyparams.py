@@ -1,0 +1,6 @@
+class Train:
+    batch = 32
+    drop = 0.5
+
+
+SEED = 11
