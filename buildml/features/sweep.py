@@ -10,6 +10,7 @@ cache, whose per-key locks make each action execute once even when variants run 
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -18,7 +19,7 @@ from pathlib import Path
 from buildml.errors import Interrupted, UserError, did_you_mean
 from buildml.events import Outcome
 from buildml.hashing import digest_record
-from buildml.load.params import parse_value
+from buildml.load.params import ParamsReader, parse_value
 from buildml.features.provenance import flat_metrics
 from buildml.load.workspace import OUT_DIR, STATE_DIR, SWEEP_DIR
 
@@ -111,9 +112,12 @@ def sweep_labels(session, patterns) -> list:
 
 def check_keys(session, labels, axes: dict) -> None:
     """Every swept key must be a param some target of the build selects."""
-    declared = {k for l in session.graph.closure(labels) for _, keys in session.graph.specs[l].params for k in keys}
+    selections = {(f, ks) for l in session.graph.closure(labels) for f, ks in session.graph.specs[l].params}
+    declared = {k for _, keys in selections for k in keys}
+    reader = ParamsReader(session.ws.root)
     for key in axes:
-        if key not in declared:
+        if key not in declared and not any(reader.covers(f, ks, key) for f, ks in selections
+                                           if os.path.isfile(session.ws.abspath(f))):
             raise UserError(f"--sweep {key}: no target of this build selects param {key!r}",
                             hint=did_you_mean(key, declared) or ("params selected: " + ", ".join(sorted(declared))
                                                                  if declared else "no target of this build selects params"))

@@ -5,6 +5,10 @@ type (`${epochs}` is the number 10); inside other text a value becomes text (`tr
 `\\${` is a literal `${`. A mapping is allowed only in a command, where it unpacks to `--key value` options
 (DVC's dictionary unpacking). Values that came from a params file are *tracked*: the caller adds them to the
 target's params, so `--param` and `--sweep` reach them and the value is keyed where it is used.
+
+BUILD.yaml uses the same syntax *leniently*: only a `${}` whose first name the context defines (a selected
+param, a foreach/matrix `item` or `key`) is replaced; any other `${...}` (`${HOME}`, `${#TOKEN}`) and `\\${` are
+left for the shell as they are.
 """
 
 from __future__ import annotations
@@ -54,6 +58,11 @@ class Context:
             ctx.source[key] = None
         return ctx
 
+    def defines(self, expr: str) -> bool:
+        """True when expr is a name like a.b whose first part is in this context."""
+        expr = expr.strip()
+        return bool(_NAME_EXPR.fullmatch(expr)) and _PART.findall(expr)[0] in self.data
+
     def select(self, expr: str, where, track: bool):
         parts = _parts(expr, where)
         node = self.data
@@ -76,9 +85,12 @@ class Context:
         return node
 
 
+_NAME_EXPR = re.compile(r"[^.\[\]\s]+(\.[^.\[\]\s]+|\[[^\[\]\s]+\])*")
+
+
 def _parts(expr: str, where) -> list[str]:
     expr = expr.strip()
-    if not expr or not re.fullmatch(r"[^.\[\]\s]+(\.[^.\[\]\s]+|\[[^\[\]\s]+\])*", expr):
+    if not expr or not _NAME_EXPR.fullmatch(expr):
         raise LoadError(f"${{{expr}}} is not a name like a.b or a[0].c", location=where,
                         hint="write ${name}, ${section.key} or ${list[0]}")
     return _PART.findall(expr)
@@ -94,13 +106,14 @@ def has_template(value) -> bool:
     return False
 
 
-def resolve(value, ctx: Context, where, field: str, track: bool = True, locate=None):
-    """value with every `${}` replaced; `locate(path)` gives the location of a nested part (for errors)."""
+def resolve(value, ctx: Context, where, field: str, track: bool = True, locate=None, lenient: bool = False):
+    """value with every `${}` replaced; `locate(path)` gives the location of a nested part (for errors);
+    lenient (BUILD.yaml) replaces only the names ctx defines."""
     locate = locate or (lambda path: where)
 
     def walk(v, path):
         if isinstance(v, str):
-            return resolve_str(v, ctx, locate(path), field, track)
+            return resolve_str(v, ctx, locate(path), field, track, lenient)
         if isinstance(v, dict):
             return {walk(k, path) if isinstance(k, str) else k: walk(x, path + (k,)) for k, x in v.items()}
         if isinstance(v, list):
@@ -110,8 +123,12 @@ def resolve(value, ctx: Context, where, field: str, track: bool = True, locate=N
     return walk(value, ())
 
 
-def resolve_str(text: str, ctx: Context, where, field: str, track: bool = True):
+def resolve_str(text: str, ctx: Context, where, field: str, track: bool = True, lenient: bool = False):
     matches = list(KEYCRE.finditer(text))
+    if lenient:
+        matches = [m for m in matches if ctx.defines(m["inner"])]
+        if not matches:
+            return text
     if not matches:
         return text.replace("\\${", "${")
     if len(matches) == 1 and matches[0].group(0) == text:
@@ -127,7 +144,7 @@ def resolve_str(text: str, ctx: Context, where, field: str, track: bool = True):
                    else to_text(_checked(value, match.group(0), where, field)))
         index = match.end()
     out.append(text[index:])
-    return "".join(out).replace("\\${", "${")
+    return "".join(out) if lenient else "".join(out).replace("\\${", "${")
 
 
 def _checked(value, expr: str, where, field: str):

@@ -9,8 +9,10 @@ from types import MappingProxyType
 
 from buildml.errors import LoadError, did_you_mean
 from buildml.labels import _NAME, Label
-from buildml.load.schema import RuleRegistry, Target
+from buildml.errors import UserError
+from buildml.load.schema import RuleRegistry, Target, params_files
 from buildml.load.dvc import DVC_FILE, load_dvc_package
+from buildml.load.interpolate import Context, expand, has_template, resolve, to_text
 from buildml.load.params import ParamsReader
 from buildml.load.workspace import BUILD_FILE, DVC_DIR, ROOT_FILE, SKIP_DIRS, Workspace
 from buildml.hashing import RACY_NS
@@ -67,14 +69,41 @@ def load_package(ws: Workspace, package: str, registry: RuleRegistry, cache: "Lo
     if not isinstance(targets, dict):
         raise LoadError("'targets' must be a mapping from target name to its fields", location=doc.where(("targets",)))
     out = {}
+    params = params or ParamsReader(ws.root)
     for name, raw in targets.items():
-        target = _load_target(doc, package, name, raw, registry)
-        out[target.label] = target
+        for target in _load_entry(doc, package, name, raw, registry, params):
+            if target.label in out:
+                raise LoadError(f"target {target.label.name!r} is defined twice", location=doc.where(target.path),
+                                hint="a foreach/matrix entry makes NAME@KEY targets; rename one of them")
+            out[target.label] = target
     return out
 
 
-def _load_target(doc, package: str, name, raw, registry: RuleRegistry) -> Target:
+def _load_entry(doc, package: str, name, raw, registry: RuleRegistry, params: ParamsReader) -> list[Target]:
+    """The target of one `targets:` entry, or the NAME@KEY targets its foreach/matrix makes (`${item}`, `${key}`)."""
     path = ("targets", name)
+    if not (isinstance(raw, dict) and ("foreach" in raw or "matrix" in raw)):
+        return [_load_target(doc, package, name, raw, registry, params)]
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise LoadError(f"invalid target name {name!r}", location=doc.where(path),
+                        hint="names use letters, digits and _ . - + = , @ ~")
+    for field in ("foreach", "matrix"):
+        if has_template(raw.get(field)):
+            raise LoadError(f"{name}.{field}: a BUILD.yaml {field} lists its values", location=doc.where(path + (field,)),
+                            field=f"{name}.{field}", hint="write the list or mapping here; only dvc.yaml templates "
+                                                          "it from params files")
+    made = []
+    for target_name, body, ctx, sub in expand(name, raw, Context(), doc.where(path),
+                                              lambda p: doc.where(path + p)):
+        body = resolve(body, ctx, doc.where(path + sub), "a target field", track=False,
+                       locate=lambda p, s=sub: doc.where(path + s + p), lenient=True)
+        made.append(_load_target(doc, package, target_name, body, registry, params, path + sub))
+    return made
+
+
+def _load_target(doc, package: str, name, raw, registry: RuleRegistry, params: ParamsReader,
+                 path: tuple | None = None) -> Target:
+    path = path or ("targets", name)
     if not isinstance(name, str) or not _NAME.match(name):
         raise LoadError(f"invalid target name {name!r}", location=doc.where(path),
                         hint="names use letters, digits and _ . - + = , @ ~")
@@ -88,7 +117,32 @@ def _load_target(doc, package: str, name, raw, registry: RuleRegistry) -> Target
                         hint=did_you_mean(str(kind), registry.kinds()) or "kinds: " + ", ".join(registry.kinds()))
     attrs = rule.validate(name, raw, doc, path, package)
     attrs.setdefault("kind", kind)
-    return Target(Label(package, name), kind, MappingProxyType(attrs), doc, path)
+    target = Target(Label(package, name), kind, MappingProxyType(attrs), doc, path)
+    if attrs.get("params") and has_template(attrs.get("command")):
+        attrs["command"] = _with_params(target, params)
+        target = Target(target.label, kind, MappingProxyType(attrs), doc, path)
+    return target
+
+
+def _with_params(target: Target, params: ParamsReader):
+    """target's command with `${key}` of its selected params replaced (overrides applied: keyed by the command and
+    the params, so --param and --sweep vary it); other `${...}` stay for the shell."""
+    values: dict = {}
+    for file, keys in params_files(target):
+        try:
+            selected = params.select(file, keys)
+        except (UserError, OSError):  # a missing file or key: analysis reports it with its location
+            continue
+        for dotted, value in selected.items():
+            node = values
+            *parents, last = dotted.split(".")
+            for part in parents:
+                node = node.setdefault(part, {}) if isinstance(node.get(part, {}), dict) else {}
+            node[last] = value
+    ctx = Context()
+    ctx.data = values
+    command = resolve(target.attrs["command"], ctx, target.where("command"), "command", track=False, lenient=True)
+    return command if isinstance(command, str) else [v if isinstance(v, str) else to_text(v) for v in command]
 
 
 def load_targets(ws: Workspace, registry: RuleRegistry, overrides: dict | None = None) -> dict[Label, Target]:
