@@ -125,7 +125,8 @@ def _recorded(session, display, command: str = "build"):
     """display, plus the recorder that writes .buildml/last-build.json for `buildml report`."""
     from buildml.report.record import RECORD_FILE, BuildRecorder, Tee
 
-    return Tee(BuildRecorder(session.ws.state_dir / RECORD_FILE, session.graph.dag, command), display)
+    return Tee(BuildRecorder(session.ws.state_dir / RECORD_FILE, session.graph.dag, command,
+                             {label: spec.plots for label, spec in session.graph.specs.items() if spec.plots}), display)
 
 
 COLOR_HELP = "colour the output (default: on a terminal; NO_COLOR turns it off, FORCE_COLOR on)"
@@ -321,7 +322,7 @@ def graph(targets, fmt, output):
 @click.option("--out", type=click.Path(dir_okay=False), help="where to write it (default .buildml/report.html)")
 @click.option("--open", "open_it", is_flag=True, help="open it in the default browser")
 def report(out, open_it):
-    """Write an HTML report of the last build: targets, timeline with the critical path, cache hits, metrics, logs."""
+    """Write an HTML report of the last build: targets, timeline with the critical path, cache hits, metrics, plot definitions, logs."""
     from pathlib import Path
 
     from buildml.report.record import RECORD_FILE, read_record

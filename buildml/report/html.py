@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+import json
 import time
 from pathlib import Path
 
@@ -94,6 +95,7 @@ def render(record: dict, log_links: dict) -> str:
         "<h2>Targets</h2>", _targets_table(targets, critical, log_links),
         "<h2>Timeline</h2>", _timeline(targets, critical),
         "<h2>Metrics</h2>", _metrics(targets),
+        "<h2>Plots</h2>", _plots(targets),
     ]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>buildml report</title>"
             f"<style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
@@ -162,6 +164,21 @@ def _metrics(targets) -> str:
         return "<p>no metrics recorded</p>"
     return ("<table id='metrics'><tr><th>target</th><th>file</th><th>metric</th><th>value</th></tr>"
             + "".join(rows) + "</table>")
+
+
+def _plots(targets) -> str:
+    """Each plot definition (DVC's x, y, template, title...): the data file or named plot and its properties."""
+    rows = []
+    for t in targets:
+        for plot in t.get("plots") or ():
+            props = plot.get("props") if isinstance(plot, dict) else None
+            shown = "; ".join(f"{k}: {json.dumps(v, sort_keys=True)}" for k, v in sorted(props.items())) \
+                if isinstance(props, dict) and props else "default (x: row index, y: last column)"
+            rows.append(f"<tr class='plot'><td>{_e(t['label'])}</td><td>{_e(plot.get('path', ''))}</td>"
+                        f"<td><code>{_e(shown)}</code></td></tr>")
+    if not rows:
+        return "<p>no plots defined</p>"
+    return ("<table id='plots'><tr><th>target</th><th>plot</th><th>definition</th></tr>" + "".join(rows) + "</table>")
 
 
 def _flatten(data, prefix: str = ""):

@@ -25,9 +25,10 @@ SCHEMA = 1
 class BuildRecorder:
     """Collects start/end times and results per target; writes the record when the build finishes."""
 
-    def __init__(self, path, dag=None, command: str = "build"):
+    def __init__(self, path, dag=None, command: str = "build", plots: dict | None = None):
         self.path = Path(path)
         self.dag = dag
+        self.plots = plots or {}  # label -> ((path or plot name, properties JSON), ...)
         self.command = command
         self._lock = threading.Lock()
         self._t0 = time.time()
@@ -67,6 +68,7 @@ class BuildRecorder:
             "metrics": manifest.get("metrics") or {},
             "outputs": sorted(r.outputs),
             "deps": [],
+            "plots": [{"path": path, "props": json.loads(props)} for path, props in self.plots.get(r.label, ())],
         }
 
     def _record(self, finished: BuildFinished, now: float) -> dict:
