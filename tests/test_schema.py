@@ -58,6 +58,9 @@ BAD_BUILD = [
     "targets: {a: {command: []}}\n",
     "targets: {a: {command: x, params: [{a.yaml: k}]}}\n",
     "targets: {a: {command: x, resources: {cpus: -1}}}\n",
+    "targets: {a: {foreach: [x], command: x}}\n",
+    "targets: {a: {foreach: [x], do: {command: x, outz: [a]}}}\n",
+    "targets: {a: {command: x, outs: [{a: 1}]}}\n",
     "targets: {a: {command: x, image: 3}}\n",
     "targets: {a: 3}\n",
 ]
@@ -90,7 +93,7 @@ def test_cli_prints_the_workspace_kinds(ws, monkeypatch):
     monkeypatch.chdir(ws.root)
     result = CliRunner().invoke(cli, ["schema", "build"])
     assert result.exit_code == 0, result.output
-    assert "gpu_model" in json.loads(result.output)["properties"]["targets"]["additionalProperties"]["properties"]["kind"]["enum"]
+    assert "gpu_model" in json.loads(result.output)["properties"]["targets"]["additionalProperties"]["else"]["properties"]["kind"]["enum"]
     result = CliRunner().invoke(cli, ["schema", "workspace"])
     assert result.exit_code == 0 and json.loads(result.output)["title"] == "buildml buildml.yaml"
 

@@ -23,8 +23,12 @@ TYPE_SCHEMAS = {
     "strings": {"anyOf": [_NON_EMPTY, {"type": "array", "items": _NON_EMPTY}]},
     "params": {"type": "array", "items": {"anyOf": [
         _NON_EMPTY,
-        {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": {"type": "array", "items": _NON_EMPTY}},
+        {"type": "object", "minProperties": 1, "maxProperties": 1,
+         "additionalProperties": {"type": ["array", "null"], "items": _NON_EMPTY}},  # null: the whole file
     ]}},
+    "outs": {"anyOf": [_NON_EMPTY, {"type": "array", "items": {"anyOf": [  # a path, or {path: {cache: .., x: ..}}
+        _NON_EMPTY, {"type": "object", "minProperties": 1, "maxProperties": 1,
+                     "additionalProperties": {"type": ["object", "null"]}}]}}]},
     "env": {"type": "object", "propertyNames": {"pattern": "^[^=\u0000]+$"}, "additionalProperties": _SCALAR},
     "bool": {"type": "boolean"},
     "number": {"type": "number", "exclusiveMinimum": 0, "maximum": NUMBER_MAX},
@@ -50,6 +54,8 @@ def kind_schema(rule) -> dict:
     table = rule.schema()
     properties = {name: attr_schema(attr) for name, attr in table.items()}
     properties["kind"] = {"const": rule.kind}
+    properties["matrix"] = {"type": "object", "minProperties": 1, "description": "one target per combination",
+                            "additionalProperties": {"type": "array", "minItems": 1}}
     out = {"type": "object", "properties": properties, "additionalProperties": False}
     required = [name for name, attr in table.items() if attr.required]
     if required:
@@ -68,10 +74,14 @@ def build_schema(registry: RuleRegistry) -> dict:
         per_kind.append({"if": when, "then": kind_schema(registry.get(kind))})
     target = {"type": "object", "properties": {"kind": {"enum": kinds, "description": "the rule (default command)"}},
               "allOf": per_kind}
+    foreach = {"type": "object", "required": ["foreach", "do"], "additionalProperties": False,
+               "properties": {"foreach": {"type": ["array", "object"], "description": "one target per item"},
+                              "do": target}}
+    entry = {"if": {"type": "object", "required": ["foreach"]}, "then": foreach, "else": target}
     return {
         "$schema": DRAFT, "title": "buildml BUILD.yaml", "type": ["object", "null"], "additionalProperties": False,
         "properties": {"targets": {"type": ["object", "null"], "propertyNames": {"pattern": TARGET_NAME},
-                                   "additionalProperties": target, "description": "targets by name"}},
+                                   "additionalProperties": entry, "description": "targets by name"}},
     }
 
 
