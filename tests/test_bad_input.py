@@ -6,7 +6,7 @@ CASES = {
     "syntax error": ("targets:\n  a:\n    command: [echo\n", "BUILD.yaml:4:1: YAML syntax error"),
     "unknown key": ("targets:\n  a:\n    comand: echo\n", "BUILD.yaml:3:5: a.comand: unknown field 'comand'"),
     "did you mean": ("targets:\n  a:\n    comand: echo\n", "did you mean 'command'?"),
-    "wrong type": ("targets:\n  a:\n    command: echo\n    outs: 3\n", "BUILD.yaml:4:5: a.outs: expected a list of strings"),
+    "wrong type": ("targets:\n  a:\n    command: echo\n    outs: 3\n", "BUILD.yaml:4:5: a.outs: expected a list of paths"),
     "duplicate key": ("targets:\n  a:\n    command: x\n    command: y\n", "BUILD.yaml:4:5: duplicate key 'command'"),
     "cycle": ("targets:\n  a:\n    command: x\n    deps: [':b']\n  b:\n    command: y\n    deps: [':a']\n",
               "dependency cycle: //:a -> //:b -> //:a"),
