@@ -45,6 +45,7 @@ class Options:
     update_lock: bool = False  # --update-lock: re-pin drifted external data instead of stopping
     remote_cache: str | None = None  # --remote-cache URL (else $BUILDML_REMOTE_CACHE, else cache.remote)
     remote_upload: bool | None = None  # --remote-upload/--no-remote-upload (None: the cache.upload setting)
+    data_repo: str | None = None  # the DVC repo whose cache and config hold DVC-tracked data (--at: the user's repo)
     detach: bool = False  # --detach: remote (ray) actions are submitted, not awaited (buildml/remote_runs.py)
 
 
@@ -79,12 +80,20 @@ class Session:
     @property
     def graph(self):
         if self._graph is None:
-            self._graph = analyse(self.ws, load_targets(self.ws, self.registry, self.options.param_overrides), self.registry)
+            self._graph = analyse(self.ws, load_targets(self.ws, self.registry, self.options.param_overrides),
+                                  self.registry, self.dvc_data())
             from buildml.load.executor_settings import assign_executors, executor_settings  # who runs what; local ones skip images
 
             self.dropped_images = assign_executors(self._graph, executor_settings(self.ws.settings),
                                                    self.options.executor, self.warn)
         return self._graph
+
+    def dvc_data(self):
+        """DVC-tracked data (load/dvc_pointers.py): missing deps a pointer names are fetched, changed ones warned of."""
+        from buildml.load.dvc_pointers import DvcData
+
+        return DvcData(self.ws.root, self.options.data_repo, self.warn, self.options.state_dir or self.ws.state_dir,
+                       at_revision=self.options.at_revision)
 
     @property
     def store(self):

@@ -65,12 +65,15 @@ class BuildGraph:
         return sub.topological_order()
 
 
-def analyse(ws: Workspace, targets: dict[Label, Target], registry: RuleRegistry) -> BuildGraph:
-    """Run every rule's analysis and resolve every dep; raise on conflicts, unknown labels and cycles."""
+def analyse(ws: Workspace, targets: dict[Label, Target], registry: RuleRegistry, data=None) -> BuildGraph:
+    """Run every rule's analysis and resolve every dep; raise on conflicts, unknown labels and cycles.
+
+    data (a load/dvc_pointers.DvcData, or None) places DVC-tracked data a missing dep names, and warns when a present
+    one differs from its pointer; with `missing(path)` it may say why a dep is absent (`--at` sees only git)."""
     specs = {label: registry.get(t.kind).analyse(t) for label, t in targets.items()}
     out_owner = _out_owners(specs, targets)
     _check_out_places(ws, specs, targets)
-    resolver = _Resolver(ws, specs, targets, out_owner)
+    resolver = _Resolver(ws, specs, targets, out_owner, data)
     inputs = {label: resolver.resolve(label) for label in specs}
     dag = Dag()
     dag.add_nodes_from(specs)
@@ -139,8 +142,8 @@ def _out_where(target: Target, spec: ActionSpec, i: int):
 
 
 class _Resolver:
-    def __init__(self, ws, specs, targets, out_owner):
-        self.ws, self.specs, self.targets, self.out_owner = ws, specs, targets, out_owner
+    def __init__(self, ws, specs, targets, out_owner, data=None):
+        self.ws, self.specs, self.targets, self.out_owner, self.data = ws, specs, targets, out_owner, data
         self.out_dirs = {}
         for out in out_owner:  # every ancestor directory of an out
             parent = os.path.dirname(out)
@@ -198,7 +201,15 @@ class _Resolver:
         full = self.ws.abspath(path)
         if os.path.lexists(full):
             sources.append(path)
+            if self.data is not None:
+                self.data.check(path)
         elif path not in self.out_dirs:
+            if self.data is not None and self.data.provide(path):  # DVC-tracked: fetched, then a source file
+                sources.append(path)
+                return
+            why = self.data.missing(path) if self.data is not None else None
+            if why is not None:
+                raise AnalysisError(f"dep {dep!r} of {label}: {why[0]}", location=where, field="deps", hint=why[1])
             raise AnalysisError(f"dep {dep!r} of {label} is neither a file in the workspace nor an out of any target",
                                 location=where, field="deps",
                                 hint=did_you_mean(path, list(self.out_owner)) or f"create {path}, or add it to some target's outs")

@@ -142,7 +142,7 @@ def user_root(revision: Revision) -> Path:
 def at_options(options, revision: Revision, out: str | None):
     """Options for building revision: the current workspace's stores, outputs under buildml-out/@short."""
     root = user_root(revision)
-    changes = {"at_revision": revision.sha,
+    changes = {"at_revision": revision.sha, "data_repo": str(root),  # DVC-tracked data: the real repo's cache
                "out_root": str(Path(out).resolve()) if out else str(root / OUT_DIR / f"@{revision.short}")}
     if (root / ROOT_FILE).is_file():  # the stores configured now, not those of the old commit
         settings = read_settings(root / ROOT_FILE)
