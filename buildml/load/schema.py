@@ -135,7 +135,7 @@ class Rule:
         fields = dict(
             label=target.label, kind=self.kind, rule_version=self.version, argv=argv, workdir=workdir,
             deps=tuple(a.get("deps", ())), excludes=tuple(a.get("exclude", ())), outs=outs, metrics=metrics,
-            params=params_files(target), env=tuple(sorted(a.get("env", {}).items())),
+            params=params_files(target), env=tuple(sorted(thread_budget(a).items())),
             secrets=tuple(a.get("secrets", ())), image=a.get("image"), network=a.get("network", False),
             secrets_in_outputs=a.get("secrets_in_outputs", False),
             resources=tuple(sorted(a.get("resources", {}).items())), timeout=a.get("timeout"),
@@ -148,6 +148,22 @@ class Rule:
         )
         fields.update(extra)
         return ActionSpec(**fields)
+
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS")
+
+
+def thread_budget(attrs) -> dict:
+    """The target's env, with each of THREAD_VARS set to its `resources.cpus` (at least 1, whole cpus) where the
+    env does not set it, as Snakemake does for `threads`: BLAS and OpenMP then use the cpus the action holds.
+    Part of the key, as all env is."""
+    env = dict(attrs.get("env", {}))
+    cpus = dict(attrs.get("resources", {})).get("cpus")
+    if cpus:
+        for name in THREAD_VARS:
+            env.setdefault(name, str(max(1, int(cpus))))
+    return env
 
 
 def out_path(package: str, path: str, where, field: str) -> str:
