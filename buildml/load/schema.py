@@ -29,6 +29,7 @@ class Attr:
     doc: str = ""
     default: object = None
     required: bool = False
+    choices: tuple = ()  # the values a string attribute may take, when it is one of a few
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,9 @@ COMMON_ATTRS = {
     "wdir": Attr("string", "directory the command runs in, relative to the package (paths stay package-relative)"),
     "always_changed": Attr("bool", "run on every build, never taken from the cache (DVC's always_changed)"),
     "frozen": Attr("bool", "never re-run while its last outputs are in place, whatever changed (DVC's frozen)"),
+    "python_deps": Attr("string", "auto: the workspace modules its declared .py deps import are deps too (a static "
+                                  "scan, keyed, listed by explain); declared (default): only what deps name",
+                        choices=("declared", "auto")),
 }
 
 # Options of a dict-form out entry ({path: {...}}), as DVC writes them; what each does is in OUT_FLAGS' docs.
@@ -214,6 +218,9 @@ def check_value(attr: Attr, value, doc, path: tuple, field: str, package: str):
     if t == "string":
         if not isinstance(value, str):
             raise _type_error(doc, path, field, "a string", value)
+        if attr.choices and value not in attr.choices:
+            raise LoadError(f"{value!r:.60} is not one of {', '.join(attr.choices)}", location=doc.where(path),
+                            field=field, hint=did_you_mean(value, attr.choices) or attr.doc)
         return value
     if t == "command":
         if isinstance(value, str) and value.strip():
