@@ -101,11 +101,17 @@ def _module_files(root: str, parts: list[str], bases) -> list[tuple[str, str]]:
             full = os.path.join(root, candidate)
             if os.path.islink(full):
                 continue
-            if os.path.isfile(full) or (candidate == stem and os.path.isdir(full)
-                                        and any(n.endswith(".py") for n in os.listdir(full))):
+            if os.path.isfile(full) or (candidate == stem and os.path.isdir(full) and _has_python(full)):
                 found.append((base, candidate))
                 break
     return found
+
+
+def _has_python(directory: str) -> bool:
+    try:
+        return any(n.endswith(".py") for n in os.listdir(directory))
+    except OSError:
+        return False
 
 
 def _module_hints(action, module: str, root: str) -> list[str]:
