@@ -290,7 +290,7 @@ class Session:
         ledger = Ledger(pools_for(executor_settings(self.ws.settings), self._capacity_source, self._engine_capacity))
         runner = Runner(self.store, self.executor_for, functools.cache(lambda: git_provenance(self.ws.root)),
                         devices=ledger.device_env, overrides=lambda action: overrides_of(action, params),
-                        unusable=rebuilder.unusable)
+                        unusable=rebuilder.unusable, root=self.ws.root)
         jobs = self.options.jobs or self.ws.settings.jobs or os.cpu_count() or 2
         return Scheduler(self.graph, rebuilder, runner, materializer, self.state, self.emit, jobs,
                          self.options.keep_going, dry_run, cancel=self.cancel_all, retries=self.options.test_retries,
@@ -309,6 +309,9 @@ class Session:
         last = State(self.ws.state_dir).last_build(str(label))
         info = {"target": str(label), "status": result.status, "key": result.key, "reasons": list(result.reasons),
                 "last_key": last.get("key") if last else None}
+        found = self.graph.inputs[label].python_deps
+        if found:  # python_deps: auto
+            info["python_deps"] = [list(pair) for pair in found]
         if last:
             info["last_inputs"] = last.get("inputs", {})
             info["last_params"] = last.get("params", {})

@@ -71,7 +71,7 @@ FILES = {
 OUTPUTS = {"//:digits": "label\n" + "1\n" * 12, "//:classifier": '{"accuracy": 0.95}'}
 
 PINNED = {
-    "//:prepare": "75a999b5af1e270950f856986e162308",
+    "//:prepare": "7b34d896e646d7d3e21fb3b77dc662d1",  # resources.cpus: 2 sets the *_NUM_THREADS env (issue 21)
     "//:digits": "26683d19aa4ba0d2105a2a8f46bf8773",
     "//images:runtime": "f135a11b335dd03604fd1a58bf461903",
     "//:classifier": "0af40ec49779286e3fdca5a77fa9b063",

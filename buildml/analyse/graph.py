@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import glob as globmod
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 from buildml.action import IMAGE_EXECUTOR, ActionSpec
+from buildml.analyse.python_deps import scan
 from buildml.dag import Dag
 from buildml.errors import AnalysisError, LabelError, LoadError, did_you_mean
 from buildml.labels import Label, parse_label, parse_pattern
@@ -25,6 +26,7 @@ class Inputs:
     sources: tuple[str, ...] = ()  # workspace-relative files or directories
     from_targets: tuple[tuple[Label, str | None], ...] = ()  # (producer, out path or None for all)
     external: tuple[str, ...] = ()  # fsspec URLs or URL globs, pinned in buildml.lock (see external.py)
+    python_deps: tuple[tuple[str, str], ...] = ()  # (module file, importing file) added by python_deps: auto
 
 
 @dataclass
@@ -75,6 +77,9 @@ def analyse(ws: Workspace, targets: dict[Label, Target], registry: RuleRegistry,
     _check_out_places(ws, specs, targets)
     resolver = _Resolver(ws, specs, targets, out_owner, data)
     inputs = {label: resolver.resolve(label) for label in specs}
+    for label, spec in specs.items():
+        if spec.executor != IMAGE_EXECUTOR and (targets[label].get("python_deps") or ws.settings.python_deps) == "auto":
+            inputs[label] = resolver.with_python_deps(label, inputs[label])
     dag = Dag()
     dag.add_nodes_from(specs)
     for label, inp in inputs.items():
@@ -173,6 +178,11 @@ class _Resolver:
             if producer == label:
                 raise AnalysisError(f"{label} depends on its own output", location=target.where("deps"))
         return Inputs(tuple(dict.fromkeys(sources)), tuple(dict.fromkeys(producers)), tuple(dict.fromkeys(external)))
+
+    def with_python_deps(self, label: Label, inputs: Inputs) -> Inputs:
+        """inputs plus the workspace modules its declared .py files import (python_deps: auto)."""
+        found = tuple(scan(self.ws.root, inputs.sources, self.specs[label].workdir, self._in_out))
+        return replace(inputs, sources=inputs.sources + tuple(p for p, _ in found), python_deps=found)
 
     def _label(self, text: str, label: Label, where) -> Label:
         try:

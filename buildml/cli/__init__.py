@@ -270,6 +270,10 @@ def explain(target, as_json, at):
     click.echo(f"  last key: {info['last_key'] or '(never built)'}")
     for reason in info["reasons"]:
         click.echo(f"  - {reason}")
+    if info.get("python_deps"):
+        click.echo("  python deps (python_deps: auto):")
+        for path, by in info["python_deps"]:
+            click.echo(f"    {path}  (imported by {by})")
     if info.get("last_inputs"):
         click.echo("  inputs at the last build:")
         for path, digest in sorted(info["last_inputs"].items()):

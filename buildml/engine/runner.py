@@ -17,6 +17,7 @@ from buildml.executors import RunRequest
 from buildml.hashing import digest_file
 from buildml.executors.masking import mask_data
 from buildml.load.plain import to_plain
+from buildml.engine.failure_hints import failure_hints, read_log_end
 from buildml.executors.action_env import action_env, params_by_file, screened
 from buildml.executors.sandbox import Sandbox
 from buildml.store.local import disk_error
@@ -67,8 +68,9 @@ class Runner:
     """Executes RUN decisions on an executor and records the results in the store."""
 
     def __init__(self, store, executor_for, provenance, caller_env: dict | None = None, devices=None, overrides=None,
-                 unusable=None):
+                 unusable=None, root=None):
         self.store = store
+        self.root = root  # the workspace root: failure hints compare what the action had with what is there
         self.devices = devices or (lambda action: {})  # action -> {"CUDA_VISIBLE_DEVICES": ...} of the GPUs it holds
         self.overrides = overrides or (lambda action: {})  # action -> the --param overrides it was built with
         self.executor_for = executor_for  # spec -> Executor
@@ -108,9 +110,11 @@ class Runner:
             outcome = executor.run(RunRequest(action, sandbox, env, log_path, on_line, masks))
             outcome = checked_outcome(outcome, spec.checks, sandbox.ws, log_path)  # dataset checks, on this host
             outcome = screened(outcome, sandbox, spec, {n: self.caller_env[n] for n in spec.secrets}, log_path)
+            log_tail = tail(log_path)
+            if outcome.exit_code != 0:
+                outcome = self._hinted(action, outcome, log_path)
             log_digest = digest_file(log_path)
             self.store.put_file(log_path, log_digest)
-            log_tail = tail(log_path)
             if outcome.exit_code != 0:
                 return None, outcome, log_digest, log_tail
             outputs, metrics = self._store_outputs(sandbox, spec)
@@ -126,6 +130,15 @@ class Runner:
             raise disk_error(exc, f"running {spec.label}") from None
         finally:
             sandbox.remove()
+
+    def _hinted(self, action, outcome, log_path):
+        """The failed outcome with the hints of engine/failure_hints in its detail, appended to the log too."""
+        hints = failure_hints(action, read_log_end(log_path), self.root, self.caller_env)
+        if not hints:
+            return outcome
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.writelines(f"buildml: hint: {h}\n" for h in hints)
+        return dataclasses.replace(outcome, detail=failure_message(outcome) + "".join(f"\n  hint: {h}" for h in hints))
 
     def _store_outputs(self, sandbox: Sandbox, spec) -> tuple[dict, dict]:
         """Store every output, collected without following links; metrics are read from the stored blobs.

@@ -42,6 +42,8 @@ TYPE_SCHEMAS = {
 def attr_schema(attr) -> dict:
     """One attribute's schema: its type's (anything for a type the table does not know), with its doc and default."""
     out = dict(TYPE_SCHEMAS.get(attr.type, {}))
+    if attr.choices:
+        out["enum"] = list(attr.choices)
     if attr.doc:
         out["description"] = attr.doc
     if attr.default is not None:

@@ -29,6 +29,7 @@ class Attr:
     doc: str = ""
     default: object = None
     required: bool = False
+    choices: tuple = ()  # the values a string attribute may take, when it is one of a few
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,9 @@ COMMON_ATTRS = {
     "wdir": Attr("string", "directory the command runs in, relative to the package (paths stay package-relative)"),
     "always_changed": Attr("bool", "run on every build, never taken from the cache (DVC's always_changed)"),
     "frozen": Attr("bool", "never re-run while its last outputs are in place, whatever changed (DVC's frozen)"),
+    "python_deps": Attr("string", "auto: the workspace modules its declared .py deps import are deps too (a static "
+                                  "scan, keyed, listed by explain); declared (default): only what deps name",
+                        choices=("declared", "auto")),
 }
 
 # Options of a dict-form out entry ({path: {...}}), as DVC writes them; what each does is in OUT_FLAGS' docs.
@@ -135,7 +139,7 @@ class Rule:
         fields = dict(
             label=target.label, kind=self.kind, rule_version=self.version, argv=argv, workdir=workdir,
             deps=tuple(a.get("deps", ())), excludes=tuple(a.get("exclude", ())), outs=outs, metrics=metrics,
-            params=params_files(target), env=tuple(sorted(a.get("env", {}).items())),
+            params=params_files(target), env=tuple(sorted(thread_budget(a).items())),
             secrets=tuple(a.get("secrets", ())), image=a.get("image"), network=a.get("network", False),
             secrets_in_outputs=a.get("secrets_in_outputs", False),
             resources=tuple(sorted(a.get("resources", {}).items())), timeout=a.get("timeout"),
@@ -148,6 +152,22 @@ class Rule:
         )
         fields.update(extra)
         return ActionSpec(**fields)
+
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS")
+
+
+def thread_budget(attrs) -> dict:
+    """The target's env, with each of THREAD_VARS set to its `resources.cpus` (at least 1, whole cpus) where the
+    env does not set it, as Snakemake does for `threads`: BLAS and OpenMP then use the cpus the action holds.
+    Part of the key, as all env is."""
+    env = dict(attrs.get("env", {}))
+    cpus = dict(attrs.get("resources", {})).get("cpus")
+    if cpus:
+        for name in THREAD_VARS:
+            env.setdefault(name, str(max(1, int(cpus))))
+    return env
 
 
 def out_path(package: str, path: str, where, field: str) -> str:
@@ -198,6 +218,9 @@ def check_value(attr: Attr, value, doc, path: tuple, field: str, package: str):
     if t == "string":
         if not isinstance(value, str):
             raise _type_error(doc, path, field, "a string", value)
+        if attr.choices and value not in attr.choices:
+            raise LoadError(f"{value!r:.60} is not one of {', '.join(attr.choices)}", location=doc.where(path),
+                            field=field, hint=did_you_mean(value, attr.choices) or attr.doc)
         return value
     if t == "command":
         if isinstance(value, str) and value.strip():

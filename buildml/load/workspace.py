@@ -27,6 +27,8 @@ _SETTINGS = {
     "executor": "default executor",
     "docker": "Docker engine settings",
     "env": "env passed to every action",
+    "python_deps": "auto: every target's declared .py deps add the workspace modules they import (a target's own "
+                   "python_deps overrides it); declared (default): only what deps name",
 }
 _CACHE_SETTINGS = ("dir", "remote", "upload", "storage_options")
 
@@ -40,6 +42,7 @@ class Settings:
     remote_upload: bool = True
     storage_options: dict = field(default_factory=dict)
     jobs: int | None = None
+    python_deps: str = "declared"  # or "auto": targets' imported workspace modules are deps (analyse/python_deps.py)
     raw: dict = field(default_factory=dict)
     executors: object = None  # executor_config.ExecutorSettings (`executor:` and `executors:`)
     doc: object = field(default=None, compare=False, repr=False)  # the parsed buildml.yaml, for locations
@@ -107,10 +110,15 @@ def read_settings(path: Path) -> Settings:
     upload = cache.get("upload", True)
     if not isinstance(upload, bool):
         raise LoadError("upload must be true or false", location=doc.where(("cache", "upload")))
+    python_deps = data.get("python_deps", "declared")
+    if python_deps not in ("declared", "auto"):
+        raise LoadError(f"python_deps must be auto or declared, got {python_deps!r:.60}",
+                        location=doc.where(("python_deps",)), hint="python_deps: auto adds the workspace modules "
+                        "that declared .py deps import")
     from buildml.load.executor_settings import parse_executor_settings
 
     return Settings(cache_dir=cache.get("dir"), remote_cache=cache.get("remote"), remote_upload=upload,
-                    storage_options=opts, jobs=jobs, raw=data, executors=parse_executor_settings(data, doc), doc=doc)
+                    storage_options=opts, jobs=jobs, python_deps=python_deps, raw=data, executors=parse_executor_settings(data, doc), doc=doc)
 
 
 def default_cache_dir(settings: Settings, root: Path) -> Path:
