@@ -143,7 +143,8 @@ def test_dvc_yaml_errors_are_reported_as_build_reports_them(dvc_ws):
 
 
 def test_import_of_a_package_in_a_subdirectory(dvc_ws):
-    """`buildml import pipe/dvc.yaml` from the root writes pipe/BUILD.yaml; its targets keep their keys."""
+    """`buildml import pipe/dvc.yaml` from the root writes pipe/BUILD.yaml; its targets keep their keys (a name
+    YAML would read as a boolean and a multi-line script included)."""
     dvc_ws.write("pipe/params.yaml", "n: 3\nnames: [a, b]\n")
     dvc_ws.write("pipe/dvc.yaml", """\
         stages:
@@ -153,10 +154,19 @@ def test_import_of_a_package_in_a_subdirectory(dvc_ws):
               cmd: mkdir -p out && echo ${item} ${n} > out/${item}.txt
               outs:
                 - out/${item}.txt
+          "on":
+            cmd: |
+              mkdir -p out
+              echo "a: b" > out/on.txt  # a shell comment, not YAML's
+            outs: [out/on.txt]
+            frozen: true
         """)
     _, native, _ = keys(dvc_ws)
     dvc_ws.run("import", "pipe/dvc.yaml", check=0)
-    assert sorted(yaml.safe_load(dvc_ws.read("pipe/BUILD.yaml"))["targets"]) == ["make@a", "make@b"]
+    written = yaml.safe_load(dvc_ws.read("pipe/BUILD.yaml"))["targets"]
+    assert sorted(written) == ["make@a", "make@b", "on"]
+    assert written["on"]["command"] == 'mkdir -p out\necho "a: b" > out/on.txt  # a shell comment, not YAML\'s\n'
+    assert "    command: |" in dvc_ws.read("pipe/BUILD.yaml")
     assert not (dvc_ws.root / "BUILD.yaml").exists()
     summary, imported, ran = keys(dvc_ws, check_stderr=True)
     assert imported == native and ran == [] and "//pipe:make@a" in imported

@@ -17,9 +17,11 @@ from pathlib import Path
 import yaml
 
 from buildml.errors import UserError
+from buildml.labels import Label
 from buildml.load.dvc import DVC_FILE, DvcFile, DvcStage, load_dvc_package
 from buildml.load.params import ParamsReader
 from buildml.load.workspace import BUILD_FILE
+from buildml.load.yamlsrc import load_yaml
 
 STDOUT = "-"
 _OUT_FIELDS = ("outs", "metrics", "plots")
@@ -66,11 +68,11 @@ def import_dvc(session, path: str | None = None, output: str | None = None) -> t
                             hint="write the result elsewhere with --output FILE, or print it with --output -"
                                  + ("" if output else f"; a {BUILD_FILE} beside {DVC_FILE} already shadows it"))
     params = ParamsReader(session.ws.root)
-    load_dvc_package(session.ws, package, session.registry, params)  # every error exactly as `buildml build` has it
+    native = load_dvc_package(session.ws, package, session.registry, params)  # errors exactly as `buildml build`'s
     dvc = DvcFile(session.ws, package, params)
     stages = list(dvc.stages())
     text = render(dvc.data or {}, stages, package)
-    _check_round_trip(text, stages)
+    _check_round_trip(text, stages, native, session.registry, package)
     if dest is not None:
         try:
             with open(dest, "x") as f:  # "x": never over a file that appeared meanwhile
@@ -123,8 +125,8 @@ def _target_lines(stage: DvcStage) -> list[str]:
     for field in [f for f in _SOURCE if f in raw] + [f for f in raw if f not in _SOURCE and f != "kind"]:
         source = _SOURCE.get(field, field)
         lines.extend("    # " + note for note in _notes(field, source, body, raw))
-        dumped = yaml.safe_dump({field: raw[field]}, sort_keys=False, default_flow_style=False, width=10**6,
-                                allow_unicode=True)
+        dumped = yaml.dump({field: raw[field]}, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                           width=10**6, allow_unicode=True)
         lines.extend("    " + line for line in dumped.splitlines())
     return lines
 
@@ -163,6 +165,17 @@ def _notes(field: str, source: str, body: dict, raw: dict) -> list[str]:
     return notes
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (a `cmd: |` script) as literal blocks, the way they are written by hand."""
+
+
+def _str(dumper, text: str):
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text.rstrip("\n") else None)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def _as_list(value):
     return [value] if isinstance(value, str) else value
 
@@ -178,9 +191,17 @@ def _scalar(text: str) -> str:
     return yaml.safe_dump({text: None}, width=10**6, allow_unicode=True).rstrip().removesuffix(": null")
 
 
-def _check_round_trip(text: str, stages: list[DvcStage]) -> None:
-    """The text reads back as exactly the targets it was made from (a difference is a bug here, not the user's)."""
-    data = yaml.safe_load(text)
+def _check_round_trip(text: str, stages: list[DvcStage], native: dict, registry, package: str) -> None:
+    """The text reads back as exactly the targets it was made from, and validates to the attributes the dvc.yaml
+    targets have (but the top-level plot definitions, which are not keyed): a difference is a bug here."""
+    doc = load_yaml(text, BUILD_FILE)
     expected = {s.name: {k: v for k, v in s.raw.items() if k != "kind"} for s in stages}
-    if data != {"targets": expected}:
+    if doc.data != {"targets": expected}:
         raise AssertionError("buildml import wrote a BUILD.yaml that does not read back as the dvc.yaml targets")
+    rule = registry.get("command")
+    for name, raw in expected.items():
+        attrs = rule.validate(name, raw, doc, ("targets", name), package)
+        attrs.setdefault("kind", "command")
+        want = {k: v for k, v in native[Label(package, name)].attrs.items() if k != "plot_defs"}
+        if attrs != want:
+            raise AssertionError(f"buildml import: target {name!r} of the BUILD.yaml differs from its dvc.yaml stage")
