@@ -14,10 +14,15 @@ def import_(path, output):
     from buildml.api import Session
     from buildml.features.import_dvc import import_dvc
 
-    text, written, count = import_dvc(Session("."), path, output)
-    if written is None:
-        click.echo(text, nl=False)
+    done = import_dvc(Session("."), path, output)
+    if done.written is None:
+        click.echo(done.text, nl=False)
+        return 0
+    count = f"{done.targets} target{'s' if done.targets != 1 else ''}"
+    if done.in_place:
+        click.echo(f"wrote {done.written} ({count}); buildml reads it from now on instead of dvc.yaml beside it",
+                   err=True)
     else:
-        click.echo(f"wrote {written} ({count} target{'s' if count != 1 else ''}); buildml now reads it instead of "
-                   "dvc.yaml in that directory", err=True)
+        click.echo(f"wrote {done.written} ({count}); its paths are relative to {done.package_dir}: "
+                   "it takes effect as the BUILD.yaml there", err=True)
     return 0

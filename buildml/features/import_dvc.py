@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -55,8 +56,17 @@ def dvc_file_of(session, path: str | None) -> tuple[str, Path]:
     return ("" if str(rel) == "." else rel.as_posix()), full
 
 
-def import_dvc(session, path: str | None = None, output: str | None = None) -> tuple[str, str | None, int]:
-    """(BUILD.yaml text, the file written or None for stdout, number of targets). Refuses to overwrite a file."""
+class Imported(NamedTuple):
+    text: str  # the BUILD.yaml
+    written: str | None  # the file written, None for stdout
+    targets: int
+    package_dir: str  # where the BUILD.yaml belongs (its paths are relative to it)
+    in_place: bool  # written as the BUILD.yaml beside dvc.yaml (which it now shadows)
+
+
+def import_dvc(session, path: str | None = None, output: str | None = None) -> Imported:
+    """The BUILD.yaml equivalent to the dvc.yaml at path, written to output (default: beside it; `-`: nowhere).
+    Refuses to overwrite a file."""
     package, dvc_path = dvc_file_of(session, path)
     if output == STDOUT:
         dest = None
@@ -82,7 +92,8 @@ def import_dvc(session, path: str | None = None, output: str | None = None) -> t
                             hint="write the result elsewhere with --output FILE, or print it with --output -") from None
         except OSError as exc:
             raise UserError(f"cannot write {dest}: {exc.strerror}", hint="choose another file with --output FILE") from None
-    return text, (None if dest is None else os.fspath(dest)), len(stages)
+    return Imported(text, None if dest is None else os.fspath(dest), len(stages), os.fspath(dvc_path.parent),
+                    dest is not None and not output)
 
 
 def render(data: dict, stages: list[DvcStage], package: str) -> str:
@@ -93,8 +104,9 @@ def render(data: dict, stages: list[DvcStage], package: str) -> str:
         f"# {DVC_FILE} in the same directory (delete {BUILD_FILE} to build from {DVC_FILE} again; dvc itself still reads",
         f"# {DVC_FILE}). Values are written resolved: foreach/matrix stages are one target per stage@key, every ${{}}",
         "# is replaced by its value (params it read are listed in `params:`, so editing them re-runs the target, but",
-        "# the command keeps the value written here: edit it here, or run `buildml import` again), paths are relative",
-        "# to this directory, not to a stage's wdir. Building with this file gives the same action keys as dvc.yaml.",
+        "# the command keeps the value written here: edit it, or delete this file and run `buildml import` again),",
+        "# paths are relative to this directory, not to a stage's wdir. This file builds to the same action keys as",
+        f"# {DVC_FILE}: nothing re-runs.",
     ]
     if data.get("vars") is not None:
         lines.append(f"# dvc.yaml vars: {_flow(data['vars'])} (substituted below)")
