@@ -570,6 +570,8 @@ cli.add_command(_metrics)
 cli.add_command(_params)
 from buildml.cli.schema import schema as _schema  # noqa: E402  `buildml schema`: JSON Schemas for editors
 cli.add_command(_schema)
+from buildml.cli.importing import import_ as _import  # noqa: E402  `buildml import`: dvc.yaml -> BUILD.yaml
+cli.add_command(_import)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from buildml.errors import LoadError, did_you_mean
@@ -46,50 +48,87 @@ class StageDocument:
         return self.doc.where(path)
 
 
+@dataclass(frozen=True)
+class DvcStage:
+    """One target a dvc.yaml stage makes: its name (the stage's, or `stage@key` from foreach/matrix) and the
+    buildml fields read from it, before schema validation (foreach/matrix expanded, `${}` resolved, paths made
+    package-relative through wdir, params read by `${}` added). `body` is the stage as written (the `do:` body
+    of a foreach), `path` its key path in dvc.yaml, `via` "foreach", "matrix" or None, `item` that entry's
+    `${item}` (the part of `name` after `@` is its key)."""
+
+    name: str
+    stage: str
+    raw: dict
+    body: dict
+    path: tuple
+    via: str | None = None
+    item: object = None
+
+
+class DvcFile:
+    """A package's dvc.yaml, read and checked at the top level; `stages()` yields its targets' raw fields."""
+
+    def __init__(self, ws, package: str, params):
+        display = f"{package}/{DVC_FILE}" if package else DVC_FILE
+        self.package, self.params = package, params
+        self.doc = doc = load_yaml_file(os.path.join(ws.abspath(package), DVC_FILE), display)
+        self.data = data = doc.data
+        if data is None:
+            return
+        if not isinstance(data, dict):
+            raise LoadError("dvc.yaml must be a mapping with a 'stages:' key", location=doc.where(()))
+        for key in data:
+            if key not in _TOP:
+                raise LoadError(f"unknown top-level key {key!r} in dvc.yaml", location=doc.where((key,)),
+                                hint=did_you_mean(str(key), _TOP) or "dvc.yaml keys: " + ", ".join(_TOP))
+        self.ctx = ctx = Context()
+        default = _join(package, DEFAULT_PARAMS)
+        if os.path.isfile(ws.abspath(default)):
+            ctx.merge(_file_values(params, default, None, doc.where(())), default, doc.where(()), DEFAULT_PARAMS)
+        _load_vars(ctx, data.get("vars"), package, params, doc, ("vars",))
+        stages = data.get("stages") or {}
+        if not isinstance(stages, dict):
+            raise LoadError("'stages' must be a mapping from stage name to its fields", location=doc.where(("stages",)))
+
+    def stages(self) -> Iterator[DvcStage]:
+        """Each target in order; errors (file:line) are raised as the stage that has them is reached."""
+        if self.data is None:
+            return
+        doc, package, params = self.doc, self.package, self.params
+        for name, definition in (self.data.get("stages") or {}).items():
+            where = doc.where(("stages", name))
+            if not isinstance(definition, dict):
+                raise LoadError(f"stage {name!r} must be a mapping of fields", location=where,
+                                hint="e.g.\n    train:\n      cmd: python train.py")
+            base = ("stages", name)
+            via = "foreach" if "foreach" in definition else "matrix" if "matrix" in definition else None
+            for target_name, body, stage_ctx, sub in expand(str(name), definition, self.ctx, where,
+                                                            lambda p, b=base: doc.where(b + p)):
+                path = base + sub
+                raw = _stage_to_target(target_name, body, stage_ctx, package, params, doc, path)
+                if not _NAME.match(target_name):
+                    raise LoadError(f"stage name {target_name!r} is not a valid target name", location=where,
+                                    hint="names use letters, digits and _ . - + = , @ ~ (foreach keys become part of it)")
+                yield DvcStage(target_name, str(name), raw, body, path, via,
+                               stage_ctx.data.get("item") if via else None)
+
+
 def load_dvc_package(ws, package: str, registry: RuleRegistry, params) -> dict[Label, Target]:
     """The targets of package's dvc.yaml; params (a ParamsReader) gives the values `${}` reads, overrides applied."""
-    display = f"{package}/{DVC_FILE}" if package else DVC_FILE
-    doc = load_yaml_file(os.path.join(ws.abspath(package), DVC_FILE), display)
-    data = doc.data
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise LoadError("dvc.yaml must be a mapping with a 'stages:' key", location=doc.where(()))
-    for key in data:
-        if key not in _TOP:
-            raise LoadError(f"unknown top-level key {key!r} in dvc.yaml", location=doc.where((key,)),
-                            hint=did_you_mean(str(key), _TOP) or "dvc.yaml keys: " + ", ".join(_TOP))
-    ctx = Context()
-    default = _join(package, DEFAULT_PARAMS)
-    if os.path.isfile(ws.abspath(default)):
-        ctx.merge(_file_values(params, default, None, doc.where(())), default, doc.where(()), DEFAULT_PARAMS)
-    _load_vars(ctx, data.get("vars"), package, params, doc, ("vars",))
-    stages = data.get("stages") or {}
-    if not isinstance(stages, dict):
-        raise LoadError("'stages' must be a mapping from stage name to its fields", location=doc.where(("stages",)))
+    dvc = DvcFile(ws, package, params)
+    doc = dvc.doc
     rule = registry.get("command")
     out: dict[Label, Target] = {}
-    for name, definition in stages.items():
-        where = doc.where(("stages", name))
-        if not isinstance(definition, dict):
-            raise LoadError(f"stage {name!r} must be a mapping of fields", location=where,
-                            hint="e.g.\n    train:\n      cmd: python train.py")
-        base = ("stages", name)
-        for target_name, body, stage_ctx, sub in expand(str(name), definition, ctx, where,
-                                                        lambda p, b=base: doc.where(b + p)):
-            path = base + sub
-            raw = _stage_to_target(target_name, body, stage_ctx, package, params, doc, path)
-            if not _NAME.match(target_name):
-                raise LoadError(f"stage name {target_name!r} is not a valid target name", location=where,
-                                hint="names use letters, digits and _ . - + = , @ ~ (foreach keys become part of it)")
-            sdoc = StageDocument(doc, path)
-            attrs = rule.validate(target_name, raw, sdoc, path, package)
-            attrs.setdefault("kind", "command")
-            label = Label(package, target_name)
-            if label in out:
-                raise LoadError(f"stage {target_name!r} is defined twice", location=where)
-            out[label] = Target(label, "command", MappingProxyType(attrs), sdoc, path)
-    _attach_plots(out, data.get("plots"), package, doc)
+    for stage in dvc.stages():
+        sdoc = StageDocument(doc, stage.path)
+        attrs = rule.validate(stage.name, stage.raw, sdoc, stage.path, package)
+        attrs.setdefault("kind", "command")
+        label = Label(package, stage.name)
+        if label in out:
+            raise LoadError(f"stage {stage.name!r} is defined twice", location=doc.where(stage.path[:2]))
+        out[label] = Target(label, "command", MappingProxyType(attrs), sdoc, stage.path)
+    if dvc.data is not None:
+        _attach_plots(out, dvc.data.get("plots"), package, doc)
     return out
 
 
