@@ -231,6 +231,7 @@ def test_dvc2_pointer_with_dos2unix_md5(tmp_path):
 ])
 def test_untrusted_pointers_are_refused_with_file_and_field(ws, pointer, field, problem):
     """What a pointer says is checked before it becomes a path: one message with the file, line and field, exit 2."""
+    (ws.root / ".dvc").mkdir()  # pointers are read in a DVC repo only
     ws.write("raw.txt.dvc", pointer)
     ws.write("BUILD.yaml", "targets:\n  t:\n    command: cat raw.txt > o.txt\n    deps: [raw.txt]\n    outs: [o.txt]\n")
     proc = ws.run("build", check=2)

@@ -220,6 +220,7 @@ class DvcData:
         self._warned: set[str] = set()
         self._md5s = None
         self.fetched: list[tuple[str, str]] = []  # (path, where its bytes came from)
+        self.enabled = (self.root / DVC_DIR).is_dir()  # pointers mean something only in a DVC repo: else no stats
 
     def _read(self, relpath: str, reader) -> list[DvcPin]:
         if relpath not in self._pointers:
@@ -228,6 +229,8 @@ class DvcData:
 
     def pin_for(self, path: str) -> DvcPin | None:
         """The pin naming path or a directory above it: `X.dvc` beside X first, then dvc.lock files above."""
+        if not self.enabled:
+            return None
         parts = path.split("/")
         for n in range(len(parts), 0, -1):
             here = "/".join(parts[:n])
