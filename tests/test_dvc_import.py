@@ -65,6 +65,10 @@ def test_import_builds_to_the_same_keys_and_executes_nothing(dvc_ws):
     summary, alone, ran = keys(dvc_ws, check_stderr=True)
     assert alone == native and ran == []
 
+    # a param the command reads through ${} still reaches it: --param varies the imported target
+    dvc_ws.run("build", "--param", "train.epochs=11", "//:train@big", check=0)
+    assert "epochs=11" in dvc_ws.read("out/model-big.txt")
+
     # BUILD.yaml is what is read: a changed command there re-runs exactly that target
     dvc_ws.write("BUILD.yaml", text.replace("command: python src/configs.py out/configs.txt",
                                             "command: python src/configs.py out/configs.txt && true"))
@@ -73,11 +77,17 @@ def test_import_builds_to_the_same_keys_and_executes_nothing(dvc_ws):
 
 
 def test_written_values_are_resolved_with_comments_where_dvc_yaml_differs(dvc_ws):
-    """foreach/matrix are one target per stage@key with `${}` replaced; comments show dvc.yaml's form."""
+    """foreach/matrix are one target per stage@key with their items written in; a command's `${}` that reads a
+    params file stays (BUILD.yaml resolves it from the selected params), every other one is resolved; comments
+    show dvc.yaml's form."""
     text = dvc_ws.run("import", "--output", "-", check=0).stdout
     targets = yaml.safe_load(text)["targets"]
-    assert "${" not in json.dumps(targets)
-    assert targets["train@small"]["command"] == "python src/train.py small --lr 0.01 --epochs 2 out/model-small.txt"
+    templated = {name: t["command"] for name, t in targets.items() if "${" in json.dumps(t)}
+    assert templated == {
+        "train@small": "python src/train.py small ${train} out/model-small.txt",
+        "train@big": "python src/train.py big ${train} out/model-big.txt",
+        "steps": "( mkdir -p out ) && ( echo one > out/steps.txt ) && ( echo ${greeting}-v1 >> out/steps.txt )",
+    }
     assert targets["train@small"]["params"] == ["train.lr", "train"]  # what ${train} read is tracked, as DVC does
     assert targets["evaluate@big-2"]["metrics"] == [{"out/eval/big-2.json": {"cache": False}}]
     assert targets["scaled"]["wdir"] == "sub" and targets["scaled"]["deps"] == ["sub/run.py", "out/prepared.txt"]

@@ -63,6 +63,7 @@ class DvcStage:
     path: tuple
     via: str | None = None
     item: object = None
+    template: str | None = None  # the command with the `${}` that read params files kept (BUILD.yaml resolves those)
 
 
 class DvcFile:
@@ -105,12 +106,12 @@ class DvcFile:
             for target_name, body, stage_ctx, sub in expand(str(name), definition, self.ctx, where,
                                                             lambda p, b=base: doc.where(b + p)):
                 path = base + sub
-                raw = _stage_to_target(target_name, body, stage_ctx, package, params, doc, path)
+                raw, template = _stage_to_target(target_name, body, stage_ctx, package, params, doc, path)
                 if not _NAME.match(target_name):
                     raise LoadError(f"stage name {target_name!r} is not a valid target name", location=where,
                                     hint="names use letters, digits and _ . - + = , @ ~ (foreach keys become part of it)")
                 yield DvcStage(target_name, str(name), raw, body, path, via,
-                               stage_ctx.data.get("item") if via else None)
+                               stage_ctx.data.get("item") if via else None, template)
 
 
 def load_dvc_package(ws, package: str, registry: RuleRegistry, params) -> dict[Label, Target]:
@@ -177,8 +178,9 @@ def _relpath(base_dir: str, path, where, field: str) -> str:
     return normalize_relpath(base_dir, path, where, field)
 
 
-def _stage_to_target(name: str, body: dict, ctx: Context, package: str, params, doc, path: tuple) -> dict:
-    """The buildml fields of one (expanded) stage: paths made package-relative through wdir."""
+def _stage_to_target(name: str, body: dict, ctx: Context, package: str, params, doc, path: tuple) -> tuple[dict, str | None]:
+    """The buildml fields of one (expanded) stage, paths made package-relative through wdir; and its command with
+    the `${}` that read params files kept (None when there are none)."""
     for key in body:
         if key not in _STAGE or key in ("foreach", "do", "matrix"):
             raise LoadError(f"unknown field {key!r} of stage {name!r}", location=doc.where(path + (key,)),
@@ -214,6 +216,11 @@ def _stage_to_target(name: str, body: dict, ctx: Context, package: str, params, 
         raise LoadError("cmd must be a command or a non-empty list of commands", location=locate("cmd"),
                         field=f"{name}.cmd")
     raw["command"] = cmd
+    unsourced = Context()  # vars mappings and foreach/matrix items only: what is left reads params files
+    unsourced.data = {k: v for k, v in local_ctx.data.items() if local_ctx.source.get(k) is None}
+    template = resolve(body["cmd"], unsourced, locate("cmd"), "command", track=False, lenient=True)
+    if isinstance(template, list):
+        template = " && ".join(f"( {c} )" for c in map(str, template)) if len(template) > 1 else str(template[0])
     if wdir_rel != package:
         raw["wdir"] = posixpath.relpath(wdir_rel, package or ".")
     if "deps" in body:
@@ -234,7 +241,7 @@ def _stage_to_target(name: str, body: dict, ctx: Context, package: str, params, 
     if body.get("desc") is not None:
         raw["doc"] = resolve(body["desc"], local_ctx, locate("desc"), "desc", track=False)
     _add_tracked(raw, ctx.tracked, package)
-    return raw
+    return raw, (template if template != cmd else None)
 
 
 def _listed(value, where, field):

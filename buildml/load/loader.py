@@ -83,7 +83,7 @@ def _load_entry(doc, package: str, name, raw, registry: RuleRegistry, params: Pa
     """The target of one `targets:` entry, or the NAME@KEY targets its foreach/matrix makes (`${item}`, `${key}`)."""
     path = ("targets", name)
     if not (isinstance(raw, dict) and ("foreach" in raw or "matrix" in raw)):
-        return [_load_target(doc, package, name, raw, registry, params)]
+        return [load_target(doc, package, name, raw, registry, params)]
     if not isinstance(name, str) or not _NAME.match(name):
         raise LoadError(f"invalid target name {name!r}", location=doc.where(path),
                         hint="names use letters, digits and _ . - + = , @ ~")
@@ -97,12 +97,13 @@ def _load_entry(doc, package: str, name, raw, registry: RuleRegistry, params: Pa
                                               lambda p: doc.where(path + p)):
         body = resolve(body, ctx, doc.where(path + sub), "a target field", track=False,
                        locate=lambda p, s=sub: doc.where(path + s + p), lenient=True)
-        made.append(_load_target(doc, package, target_name, body, registry, params, path + sub))
+        made.append(load_target(doc, package, target_name, body, registry, params, path + sub))
     return made
 
 
-def _load_target(doc, package: str, name, raw, registry: RuleRegistry, params: ParamsReader,
-                 path: tuple | None = None) -> Target:
+def load_target(doc, package: str, name, raw, registry: RuleRegistry, params: ParamsReader,
+                path: tuple | None = None) -> Target:
+    """One validated target from its raw fields; `${key}` of its selected params in its command replaced."""
     path = path or ("targets", name)
     if not isinstance(name, str) or not _NAME.match(name):
         raise LoadError(f"invalid target name {name!r}", location=doc.where(path),
