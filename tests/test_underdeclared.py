@@ -131,6 +131,17 @@ def test_a_workspace_file_that_is_not_a_dep(ws):
                      "inputs): add data/raw.csv to deps (or to params, if it is a params file)"]
 
 
+def test_a_path_the_log_names_is_never_looked_at_through_a_symlink(ws, tmp_path):
+    """The log is the action's output: a file it names behind a link out of the workspace gets no hint."""
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside/secret.txt").write_text("x\n")
+    os.symlink(tmp_path / "outside", ws.root / "link")
+    ws.write("prep.py", "open('link/secret.txt').read()\n")
+    ws.write("BUILD.yaml", "targets: {t: {command: python prep.py, deps: [prep.py]}}\n")
+    text = output(ws.run("build", "//:t", check=1))
+    assert "No such file or directory: 'link/secret.txt'" in text and hints(text) == []
+
+
 AUTO_MAIN = """\
 import sys
 sys.path.insert(0, ".")

@@ -99,12 +99,18 @@ def _module_files(root: str, parts: list[str], bases) -> list[tuple[str, str]]:
         stem = "/".join(filter(None, [base, *parts]))
         for candidate in (stem + ".py", stem + "/__init__.py", stem):
             full = os.path.join(root, candidate)
-            if os.path.islink(full):
+            if not _inside(root, full):
                 continue
             if os.path.isfile(full) or (candidate == stem and os.path.isdir(full) and _has_python(full)):
                 found.append((base, candidate))
                 break
     return found
+
+
+def _inside(root: str, full: str) -> bool:
+    """full (a path a log named) is in the workspace with no symlink on the way: never looked at through a link."""
+    real_root = os.path.realpath(root)
+    return os.path.realpath(full) == os.path.join(real_root, os.path.relpath(full, root)) and not os.path.islink(full)
 
 
 def _has_python(directory: str) -> bool:
@@ -155,7 +161,7 @@ def _file_hints(action, name: str, root: str) -> list[str]:
         if rel is None or rel.startswith("..") or rel in action.inputs or rel in spec.outs:
             continue
         full = os.path.join(root, rel)
-        if os.path.isfile(full) and not os.path.islink(full):
+        if _inside(root, full) and os.path.isfile(full):
             local = posixpath.relpath(rel, spec.label.package or ".")
             return [f"{rel} exists in the workspace but is not a dep of {spec.label} (the sandbox holds only declared "
                     f"inputs): add {local} to deps (or to params, if it is a params file)"]
