@@ -112,3 +112,19 @@ def test_plot_definitions_are_in_the_report(ws):
     page = (ws.root / ".buildml/report.html").read_text()
     section = page[page.index("<h2>Plots</h2>"):]
     assert "curve.csv" in section and json.dumps("step").replace('"', "&quot;") in section and "Loss" in section
+
+
+def test_a_tampered_record_of_plots_is_shown_in_its_written_shape_only(ws):
+    """last-build.json is a file anyone can edit: plots of the wrong shape are left out, never a traceback."""
+    workspace(ws)
+    ws.build_json("//:curve")
+    path = ws.root / ".buildml/last-build.json"
+    record = json.loads(path.read_text())
+    record["targets"][0]["plots"] = [1, "x", {"path": "p.csv", "props": {1: 2, "y": {"a": 1}}}]
+    path.write_text(json.dumps(record))
+    ws.run("report", check=0)
+    page = (ws.root / ".buildml/report.html").read_text()
+    assert "p.csv" in page[page.index("<h2>Plots</h2>"):]
+    record["targets"][0]["plots"] = "not a list"
+    path.write_text(json.dumps(record))
+    assert "Traceback" not in ws.run("report", check=0).stderr

@@ -42,6 +42,15 @@ def md5(path) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
+def new_dvc_ws(tmp_path, name: str) -> WS:
+    """An empty git + DVC repo (no buildml.yaml) with its own buildml cache."""
+    root = tmp_path / name
+    root.mkdir()
+    git(root, "init", "-q")
+    dvc(root, "init", "-q")
+    return WS(root, tmp_path / "cache")
+
+
 @pytest.fixture
 def repo(tmp_path) -> WS:
     """A git + DVC repo (no buildml.yaml): data/raw.csv and the directory data/images added with `dvc add`, pushed to
@@ -147,11 +156,8 @@ def md5_in_pointer(path) -> str:
 def test_s3_remote_with_endpointurl_and_keys_in_config_local(tmp_path, moto_server):
     """A DVC remote on (moto) S3, pushed by `dvc push` through dvc-s3: buildml reads endpointurl from .dvc/config and
     the keys from .dvc/config.local, with no AWS variables in its environment."""
-    root = tmp_path / "s3repo"
-    root.mkdir()
-    ws = WS(root, tmp_path / "cache")
-    git(root, "init", "-q")
-    dvc(root, "init", "-q")
+    ws = new_dvc_ws(tmp_path, "s3repo")
+    root = ws.root
     ws.write("data/raw.csv", "x,9\n")
     ws.write("dvc.yaml", "stages:\n  copy:\n    cmd: cp data/raw.csv copied.csv\n    deps: [data/raw.csv]\n"
                          "    outs: [copied.csv]\n")
@@ -176,11 +182,8 @@ def test_s3_remote_with_endpointurl_and_keys_in_config_local(tmp_path, moto_serv
 def test_dvc_lock_outs_of_stages_buildml_does_not_run(tmp_path):
     """A directory with a BUILD.yaml is a buildml package, so its dvc.yaml stages are not targets: their outs, as
     `dvc repro` recorded them in dvc.lock, are data fetched from the DVC cache like a .dvc pointer's."""
-    root = tmp_path / "lockrepo"
-    root.mkdir()
-    ws = WS(root, tmp_path / "cache")
-    git(root, "init", "-q")
-    dvc(root, "init", "-q")
+    ws = new_dvc_ws(tmp_path, "lockrepo")
+    root = ws.root
     ws.write("feat/dvc.yaml", "stages:\n  make:\n    cmd: mkdir -p gen && echo made-by-dvc > gen/features.txt\n"
                               "    outs: [gen/features.txt]\n")
     dvc(root, "repro", "-q", "feat/dvc.yaml")
@@ -198,11 +201,8 @@ def test_dvc2_pointer_with_dos2unix_md5(tmp_path):
     reference), its object in the DVC 2 cache layout (.dvc/cache/ab/cdef...)."""
     from dvc_data.hashfile.hash import fobj_md5
 
-    root = tmp_path / "v2"
-    root.mkdir()
-    ws = WS(root, tmp_path / "cache")
-    git(root, "init", "-q")
-    dvc(root, "init", "-q")
+    ws = new_dvc_ws(tmp_path, "v2")
+    root = ws.root
     data = b"line one\r\nline two\r\n"
     blob = tmp_path / "blob"
     blob.write_bytes(data)
@@ -271,11 +271,8 @@ def test_at_uses_the_revision_pins_and_the_dvc_remote(repo, tmp_path):
 def test_at_without_a_pin_says_how_to_pin(tmp_path):
     """A git-ignored input nothing pins at REV: `--at` says it sees only committed files, names the file, and how to
     pin it; after `dvc add` + commit (+ push) the next commit builds."""
-    root = tmp_path / "nopin"
-    root.mkdir()
-    ws = WS(root, tmp_path / "cache")
-    git(root, "init", "-q")
-    dvc(root, "init", "-q")
+    ws = new_dvc_ws(tmp_path, "nopin")
+    root = ws.root
     ws.write(".gitignore", "raw.txt\n.buildml/\nbuildml-out/\n")
     ws.write("raw.txt", "data\n")
     ws.write("dvc.yaml", "stages:\n  s:\n    cmd: cp raw.txt o.txt\n    deps: [raw.txt]\n    outs: [o.txt]\n")

@@ -302,8 +302,9 @@ class DvcData:
         if self._md5s is None:
             try:
                 self._md5s = json.loads(self.state_file.read_text())
-                assert isinstance(self._md5s, dict)
-            except (OSError, ValueError, AssertionError):
+            except (OSError, ValueError):
+                self._md5s = None
+            if not isinstance(self._md5s, dict):  # missing or not ours: only a cache, start again
                 self._md5s = {}
         stamp = [st.st_size, st.st_mtime_ns, st.st_ino, dos2unix]
         known = self._md5s.get(path)
@@ -313,7 +314,7 @@ class DvcData:
         self._md5s[path] = stamp + [md5]
         try:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.state_file.with_suffix(".tmp")
+            tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(self._md5s))
             os.replace(tmp, self.state_file)
         except OSError:

@@ -170,9 +170,13 @@ def _plots(targets) -> str:
     """Each plot definition (DVC's x, y, template, title...): the data file or named plot and its properties."""
     rows = []
     for t in targets:
-        for plot in t.get("plots") or ():
-            props = plot.get("props") if isinstance(plot, dict) else None
-            shown = "; ".join(f"{k}: {json.dumps(v, sort_keys=True)}" for k, v in sorted(props.items())) \
+        plots = t.get("plots")
+        for plot in plots if isinstance(plots, list) else ():
+            if not isinstance(plot, dict):  # the record is a file: shown only in the shape it was written
+                continue
+            props = plot.get("props")
+            shown = "; ".join(f"{k}: {json.dumps(v, sort_keys=True, default=str)}"
+                              for k, v in sorted(props.items(), key=lambda kv: str(kv[0]))) \
                 if isinstance(props, dict) and props else "default (x: row index, y: last column)"
             rows.append(f"<tr class='plot'><td>{_e(t['label'])}</td><td>{_e(plot.get('path', ''))}</td>"
                         f"<td><code>{_e(shown)}</code></td></tr>")
