@@ -75,6 +75,7 @@ class Session:
         self._graph = None
         self._store = store  # a Store (e.g. MemoryStore in tests); None: the configured local/tiered store
         self.state = State(self.options.state_dir or self.ws.state_dir)
+        self.commit_files: list[str] = []  # git files a no-op certificate watches (engine/source_record.py)
 
     # -- lazily built parts ------------------------------------------------------------
     @property
@@ -92,8 +93,15 @@ class Session:
         """DVC-tracked data (load/dvc_pointers.py): missing deps a pointer names are fetched, changed ones warned of."""
         from buildml.load.dvc_pointers import DvcData
 
-        return DvcData(self.ws.root, self.options.data_repo, self.warn, self.options.state_dir or self.ws.state_dir,
-                       at_revision=self.options.at_revision)
+        dvc = DvcData(self.ws.root, self.options.data_repo, self.warn, self.options.state_dir or self.ws.state_dir,
+                      at_revision=self.options.at_revision)
+        if self.options.at_revision is None:
+            return dvc
+        from buildml.engine.source_record import AtRevisionData, RecordedSources, where_in_git
+
+        place = where_in_git(self.ws.root)  # the checkout: its HEAD is the revision
+        recorded = RecordedSources(self.ws.root, self.store, place[0], place[1], self.warn) if place else None
+        return AtRevisionData(dvc, recorded)
 
     @property
     def store(self):
@@ -238,6 +246,7 @@ class Session:
         from buildml.store.admin import cache_lock, record_build
 
         self._check_overrides()
+        self.graph.check_buildable(labels)
         scheduler = self.scheduler(dry_run)
         try:
             local = self.store.local
@@ -247,11 +256,22 @@ class Session:
                 sweep(local.root / "tmp", lambda: cache_lock(local, exclusive=True))  # what killed builds left
             with cache_lock(local):
                 finished = scheduler.build(labels)
+                if not dry_run and self.options.at_revision is None:
+                    self._record_sources(finished)
             if not dry_run:
                 record_build(self.store, finished)
             return finished
         finally:
             self.state.close()
+
+    def _record_sources(self, finished) -> None:
+        """Keep the inputs outside git that this build used, for `--at` of HEAD (engine/source_record.py)."""
+        from buildml.engine.source_record import commit_files, record
+
+        dvc = self.dvc_data()
+        if record(self.ws, self.graph, finished, self.store, self.hasher,
+                  pinned=lambda path: dvc.enabled and dvc.pin_for(path) is not None):
+            self.commit_files = commit_files(self.ws.root)  # the no-op certificate watches HEAD too
 
     def _check_overrides(self) -> None:
         """A --param key that no target of the workspace selects is a typo: say so instead of ignoring it."""

@@ -277,7 +277,8 @@ def test_at_without_a_pin_says_how_to_pin(tmp_path):
     ws.write("raw.txt", "data\n")
     ws.write("dvc.yaml", "stages:\n  s:\n    cmd: cp raw.txt o.txt\n    deps: [raw.txt]\n    outs: [o.txt]\n")
     rev = commit(root, "unpinned")
-    ws.run("build", check=0)  # the workspace has the file
+    ws.run("build", check=0)  # the workspace has the file: this build records it for --at (test_at_sources.py)
+    shutil.rmtree(ws.cache)  # a cache without that record: only committed files and pins count
     proc = ws.run("build", "--at", rev, check=2)
     assert f"--at {rev[:10]} sees only committed files, and 'raw.txt' is not in git at that commit" in proc.stderr
     assert "dvc add raw.txt" in proc.stderr and "commit raw.txt.dvc" in proc.stderr and "buildml lock" in proc.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob as globmod
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 
 from buildml.action import IMAGE_EXECUTOR, ActionSpec
@@ -39,6 +39,14 @@ class BuildGraph:
     inputs: dict
     dag: Dag
     out_owner: dict  # out path -> label
+    unbuildable: dict = field(default_factory=dict)  # label -> why it cannot be built (--at: a dep nothing provides)
+
+    def check_buildable(self, labels) -> None:
+        """Raise the first reason why labels, or what they need, cannot be built."""
+        if self.unbuildable:
+            for label in self.closure(labels):
+                if label in self.unbuildable:
+                    raise self.unbuildable[label]
 
     def select(self, patterns: list[str], current_package: str = "") -> list[Label]:
         """Labels matched by command-line patterns; an unmatched one raises with suggestions."""
@@ -89,7 +97,7 @@ def analyse(ws: Workspace, targets: dict[Label, Target], registry: RuleRegistry,
             _check_image(specs, targets, label)
             dag.add_edge(specs[label].image, label)
     _check_acyclic(dag)
-    return BuildGraph(ws, targets, specs, inputs, dag, out_owner)
+    return BuildGraph(ws, targets, specs, inputs, dag, out_owner, resolver.unbuildable)
 
 
 def _out_owners(specs, targets) -> dict:
@@ -149,6 +157,7 @@ def _out_where(target: Target, spec: ActionSpec, i: int):
 class _Resolver:
     def __init__(self, ws, specs, targets, out_owner, data=None):
         self.ws, self.specs, self.targets, self.out_owner, self.data = ws, specs, targets, out_owner, data
+        self.unbuildable: dict = {}  # label -> the AnalysisError of a dep nothing provides (data.defer)
         self.out_dirs = {}
         for out in out_owner:  # every ancestor directory of an out
             parent = os.path.dirname(out)
@@ -219,7 +228,11 @@ class _Resolver:
                 return
             why = self.data.missing(path) if self.data is not None else None
             if why is not None:
-                raise AnalysisError(f"dep {dep!r} of {label}: {why[0]}", location=where, field="deps", hint=why[1])
+                error = AnalysisError(f"dep {dep!r} of {label}: {why[0]}", location=where, field="deps", hint=why[1])
+                if getattr(self.data, "defer", False):  # --at: only an error if label is built
+                    self.unbuildable.setdefault(label, error)
+                    return
+                raise error
             raise AnalysisError(f"dep {dep!r} of {label} is neither a file in the workspace nor an out of any target",
                                 location=where, field="deps",
                                 hint=did_you_mean(path, list(self.out_owner)) or f"create {path}, or add it to some target's outs")

@@ -143,7 +143,8 @@ class NoopCertificate:
             return False  # cheap early answer: a file read this build is still in the racy window
         labels = [r.label for r in finished.results]
         out_root = session.options.out_root or str(session.ws.root)
-        paths = sorted(build_paths(session.ws, session.graph, labels, finished.results, out_root))
+        paths = sorted(build_paths(session.ws, session.graph, labels, finished.results, out_root)
+                       | set(getattr(session, "commit_files", ())))  # HEAD moves: record that commit's sources
         sigs = self._settled(paths)
         if sigs is None or not _as_hashed(dict(zip(paths, sigs)), hasher):
             return False

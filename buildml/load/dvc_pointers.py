@@ -260,9 +260,11 @@ class DvcData:
         if self.at_revision is None:
             return None
         return (f"--at {self.at_revision[:10]} sees only committed files, and {path!r} is not in git at that commit "
-                f"(git-ignored or untracked), and no .dvc file or dvc.lock there pins it",
+                f"(git-ignored or untracked), no .dvc file or dvc.lock there pins it, and no build of that commit "
+                f"in this cache recorded it",
                 f"pin it in the commits you will build: `dvc add {path}`, commit {path}.dvc (and `dvc push` to a DVC "
-                f"remote), or make it an external data dep (its URL in deps) pinned in buildml.lock by `buildml lock`")
+                f"remote), or make it an external data dep (its URL in deps) pinned in buildml.lock by `buildml lock`; "
+                f"or build that commit once in a work tree that has the file (a build records what it used outside git)")
 
     def objects(self) -> DvcObjects:
         if self._objects is None:

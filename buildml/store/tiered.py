@@ -175,6 +175,24 @@ class TieredStore:
             self._bad_keys.discard(key)
         return True
 
+    def publish(self, key: str, manifest: dict) -> bool:
+        """Upload a local entry that may replace the remote's (a record that grows, not a result); when uploading."""
+        if not self.upload or self._down:
+            return False
+        digests = [d for d in _blobs_of(manifest) if self.local.has_blob(d)]
+        try:
+            missing = self.remote.missing_blobs(digests)
+            self.remote.put_files([(self.local.blob_path(d), d) for d in digests if d in missing])
+            self.remote.put_action(key, manifest)
+        except EnvironmentProblem as exc:
+            self._failed(exc, writing=True)
+            return False
+        return True
+
+    def fetch_blobs(self, digests) -> None:
+        """Download exactly these blobs (verified) into the local store, where the remote has them."""
+        self._pull_blobs([d for d in digests if not self.local.has_blob(d)])
+
     def pull(self, key: str) -> bool:
         """Bring one remote entry and its blobs into the local store; False if absent or unusable."""
         manifest = self.get_action(key)
