@@ -75,7 +75,7 @@ class Session:
         self._graph = None
         self._store = store  # a Store (e.g. MemoryStore in tests); None: the configured local/tiered store
         self.state = State(self.options.state_dir or self.ws.state_dir)
-        self.commit_files: list[str] = []  # git files a no-op certificate watches (engine/source_record.py)
+        self.commit_files: list[str] = []  # git files a no-op certificate watches (engine/commit_record.py)
 
     # -- lazily built parts ------------------------------------------------------------
     @property
@@ -97,7 +97,7 @@ class Session:
                       at_revision=self.options.at_revision)
         if self.options.at_revision is None:
             return dvc
-        from buildml.engine.source_record import AtRevisionData, RecordedSources, where_in_git
+        from buildml.engine.commit_record import AtRevisionData, RecordedSources, where_in_git
 
         place = where_in_git(self.ws.root)  # the checkout: its HEAD is the revision
         recorded = RecordedSources(self.ws.root, self.store, place[0], place[1], self.warn) if place else None
@@ -257,20 +257,21 @@ class Session:
             with cache_lock(local):
                 finished = scheduler.build(labels)
                 if not dry_run and self.options.at_revision is None:
-                    self._record_sources(finished)
+                    self._record_commit(finished)
             if not dry_run:
                 record_build(self.store, finished)
             return finished
         finally:
             self.state.close()
 
-    def _record_sources(self, finished) -> None:
-        """Keep the inputs outside git that this build used, for `--at` of HEAD (engine/source_record.py)."""
-        from buildml.engine.source_record import commit_files, record
+    def _record_commit(self, finished) -> None:
+        """Add this build to HEAD's commit record: inputs outside git for `--at`, result keys for remote gc."""
+        from buildml.engine.commit_record import commit_files, record
 
         dvc = self.dvc_data()
+        of_head = not self.options.param_overrides and self.options.state_dir is None  # not a --param/--sweep variant
         if record(self.ws, self.graph, finished, self.store, self.hasher,
-                  pinned=lambda path: dvc.enabled and dvc.pin_for(path) is not None):
+                  pinned=lambda path: dvc.enabled and dvc.pin_for(path) is not None, of_head=of_head):
             self.commit_files = commit_files(self.ws.root)  # the no-op certificate watches HEAD too
 
     def _check_overrides(self) -> None:

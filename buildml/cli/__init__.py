@@ -445,9 +445,27 @@ def stats():
 
 
 @cache.command()
-@click.option("--max-size", required=True, metavar="SIZE", help="shrink the local cache to this size, e.g. 20GB")
-def gc(max_size):
-    """Remove least recently used entries from the local cache until it fits in --max-size."""
+@click.option("--max-size", metavar="SIZE", help="shrink the local cache to this size, e.g. 20GB")
+@click.option("--remote", is_flag=True, help="collect the remote cache: keep what the refs, recent builds and pins need")
+@click.option("--ref", "refs", multiple=True, metavar="REF", help="--remote: keep what REF's head needs (default: "
+              "every branch and tag); repeatable")
+@click.option("--keep-days", type=float, default=7.0, show_default=True, metavar="DAYS",
+              help="--remote: keep every entry written within DAYS (the builds of recent CI runs)")
+@click.option("--keep", "keep_labels", multiple=True, metavar="LABEL", help="--remote: keep every result of LABEL")
+@click.option("--dry-run", is_flag=True, help="--remote: say what would be deleted, delete nothing")
+@click.option("--remote-cache", metavar="URL", help="the remote cache (else $BUILDML_REMOTE_CACHE, else cache.remote)")
+def gc(max_size, remote, refs, keep_days, keep_labels, dry_run, remote_cache):
+    """Shrink the local cache (--max-size), or collect the remote one by reachability (--remote).
+
+    --remote keeps everything `--at` of the refs' heads needs (the commit records of their builds), every entry
+    written in the last --keep-days, and the results of --keep targets; entries go first, blobs last, never an
+    object written after the collection started.
+    """
+    if remote:
+        return _gc_remote(refs, keep_days, keep_labels, dry_run, remote_cache)
+    if max_size is None:
+        raise UserError("cache gc needs --max-size SIZE (the local cache) or --remote",
+                        hint="e.g. `buildml cache gc --max-size 20GB`, or `buildml cache gc --remote --dry-run`")
     from buildml.store.admin import gc as run_gc
     from buildml.units import parse_size
 
@@ -458,6 +476,24 @@ def gc(max_size):
     report = run_gc(_session().store, limit)
     click.echo(f"removed {report.actions_removed} entries and {report.blobs_removed} blobs: "
                f"{report.before / 1e6:.1f} MB -> {report.after / 1e6:.1f} MB")
+    return 0
+
+
+def _gc_remote(refs, keep_days, keep_labels, dry_run, remote_cache) -> int:
+    from buildml.api import Options
+    from buildml.features.remote_gc import gc_remote, render
+
+    if keep_days < 0:
+        raise UserError(f"--keep-days {keep_days:g} is negative", hint="give a number of days, 0 or more")
+    session = _session(Options(remote_cache=remote_cache))
+    store = session.store
+    if store.remote is None:
+        raise UserError("no remote cache configured", hint="set cache.remote in buildml.yaml, $BUILDML_REMOTE_CACHE "
+                        "or --remote-cache")
+    labels = [str(session.graph.select([label], session.current_package)[0]) for label in keep_labels]
+    report = gc_remote(session.ws.root, store.remote, refs, keep_days, labels, dry_run, say=click.echo)
+    for line in render(report):
+        click.echo(line)
     return 0
 
 

@@ -255,16 +255,55 @@ class RemoteStore:
     def has_action(self, key: str) -> bool:
         return self._lookup("checking the action cache", self.fs.exists, self.action_path(key))
 
-    def put_action(self, key: str, manifest: dict) -> None:
-        """Write the manifest (call only after its blobs are uploaded)."""
+    def put_action(self, key: str, manifest: dict, replace: bool = False) -> None:
+        """Write the manifest (call only after its blobs are uploaded); an entry there is kept unless replace."""
         clean = {k: v for k, v in manifest.items() if not k.startswith("_")}
-        self._write_bytes(self.action_path(key), json.dumps(clean, sort_keys=True).encode())
+        self._write_bytes(self.action_path(key), json.dumps(clean, sort_keys=True).encode(), create=not replace)
 
     def iter_actions(self):
         yield from self._names("ac")
 
     def iter_blobs(self):
         yield from self._names("cas")
+
+    def listing(self, sub: str) -> dict[str, tuple[float | None, int]]:
+        """{name: (last modified, epoch seconds or None, size)} of the objects under sub ("ac", "cas", "runs");
+        names that are not keys are left out (a listing is untrusted)."""
+        try:
+            found = self._call("listing the cache", self.fs.find, f"{self._fs_root()}/{sub}", detail=True)
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for path, info in found.items():
+            parts = path.rsplit("/", 2)
+            name = parts[-1].removesuffix(".json") if sub == "runs" else parts[-1]
+            if len(parts) == 3 and is_digest(name) and parts[1] == name[:2]:
+                out[name] = (_modified(info), int(info.get("size") or 0))
+        return out
+
+    def object_path(self, sub: str, name: str) -> str:
+        """Where listing(sub)'s name lives."""
+        check_digest(name, "object name")
+        return f"{self._fs_root()}/{sub}/{name[:2]}/{name}" + (".json" if sub == "runs" else "")
+
+    def server_time(self) -> float:
+        """Now by the backend's clock: the modification time of a marker object written and removed here."""
+        path = f"{self._fs_root()}/gc/now-{uuid.uuid4().hex}"
+        self._call("writing the cache", self.fs.pipe_file, path, b"")
+        try:
+            modified = _modified(self._call("reading the cache", self.fs.info, path))
+        finally:
+            self.delete([path])
+        return modified if modified is not None else time.time()
+
+    def delete(self, paths: list[str]) -> None:
+        """Remove objects (object_path()s); one already gone is no error."""
+        if not paths:
+            return
+        try:
+            self._call("deleting from the cache", self.fs.rm, list(paths))
+        except FileNotFoundError:
+            pass
 
     # -- writes -------------------------------------------------------------------------
     def _fs_root(self) -> str:
@@ -295,11 +334,11 @@ class RemoteStore:
             if exc.denied or not create or self.missing_blobs(r.rsplit("/", 1)[-1] for r in rpaths):
                 raise  # a lost put-if-absent race leaves every blob in place: that is success
 
-    def _write_bytes(self, rpath: str, data: bytes) -> None:
+    def _write_bytes(self, rpath: str, data: bytes, create: bool = True) -> None:
         if self.is_file_backend:
             self._write_local(rpath, lambda tmp: self.fs.pipe_file(tmp, data))
             return
-        conditional = bool(_protocols(self.fs) & set(CONDITIONAL))
+        conditional = create and bool(_protocols(self.fs) & set(CONDITIONAL))
         try:
             self._call("writing the cache", self.fs.pipe_file, rpath, data, **({"mode": "create"} if conditional else {}))
         except RemoteUnavailable as exc:
@@ -316,6 +355,25 @@ class RemoteStore:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+def _modified(info: dict) -> float | None:
+    """An object's last-modified time from a backend's listing (S3 LastModified, GCS updated, local mtime)."""
+    import datetime
+
+    for name in ("LastModified", "last_modified", "updated", "mtime", "modified", "timeCreated", "created"):
+        value = info.get(name)
+        if isinstance(value, datetime.datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)).timestamp()
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)).timestamp()
+    return None
 
 
 def _protocols(fs) -> set:

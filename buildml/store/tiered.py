@@ -183,11 +183,21 @@ class TieredStore:
         try:
             missing = self.remote.missing_blobs(digests)
             self.remote.put_files([(self.local.blob_path(d), d) for d in digests if d in missing])
-            self.remote.put_action(key, manifest)
+            self.remote.put_action(key, manifest, replace=True)
         except EnvironmentProblem as exc:
             self._failed(exc, writing=True)
             return False
         return True
+
+    def remote_action(self, key: str) -> dict | None:
+        """The remote's entry for key, read past the local one (None when absent or the remote is unusable)."""
+        if self._down:
+            return None
+        try:
+            return self.remote.get_action(key)
+        except EnvironmentProblem as exc:
+            self._failed(exc)
+            return None
 
     def fetch_blobs(self, digests) -> None:
         """Download exactly these blobs (verified) into the local store, where the remote has them."""

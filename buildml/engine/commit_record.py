@@ -1,4 +1,5 @@
-"""Source records: the inputs outside git that a build of a commit used, so that `--at` can put them back.
+"""Commit records: what builds of a commit used from outside git, so that `--at` can put it back, and which results
+they made, so that `cache gc --remote` knows what the commit still needs.
 
 Data is usually git-ignored (downloaded, generated, too big), so a checkout of an old commit lacks it. After each
 build on a git work tree, the source files of the built targets that git does not hold at HEAD (ignored or
@@ -10,6 +11,10 @@ commit add to it; a path built again with other bytes takes the newer digest.
 `buildml build --at REV` asks the record of REV for a dep its checkout lacks, and places the recorded bytes there
 (digest-verified, never through a symlink); then the file is a source like any other. What the record does not
 name stays missing: the targets that need it fail with the message that `--at` sees only committed files.
+
+A build of HEAD as committed (no tracked file under the workspace modified, no `--param`) also adds the keys of its
+results to the record: the results `--at` of that commit would find, which `cache gc --remote` keeps for the
+commits it keeps (store/remote_gc.py).
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ import xxhash
 
 from buildml.errors import CacheCorruption, EnvironmentProblem
 from buildml.store.local import BlobMissing
-from buildml.trust import Untrusted, relpath_problem, symlinked_part
+from buildml.trust import Untrusted, is_digest, relpath_problem, symlinked_part
 
-FORMAT = "buildml-source-record/1"
-KIND = "source-record"
+FORMAT = "buildml-commit-record/1"
+KIND = "commit-record"
 
 
 def _git(root, *args) -> str | None:
@@ -94,28 +99,35 @@ def _files_of(root: str, source: str):
                 yield f"{rel}/{name}"
 
 
-def record(ws, graph, finished, store, hasher, pinned=lambda path: False) -> int:
-    """Store the sources outside git of the targets that built fine, and add them to HEAD's record; how many.
+def _clean(root) -> bool:
+    """True when no file git tracks under the workspace differs from HEAD (the build is one of HEAD)."""
+    out = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".")
+    return out is not None and not out.strip()
+
+
+def record(ws, graph, finished, store, hasher, pinned=lambda path: False, of_head: bool = True) -> bool:
+    """Add this build to HEAD's record: the sources outside git of the targets that built fine (their bytes stored),
+    and, for a build of HEAD as committed (clean tree, of_head: no --param), the keys of its results. True when
+    the workspace is a git work tree (the record then is HEAD's to keep up to date).
 
     Never fails a build: a file that cannot be stored is left out of the record (`--at` will then say it is missing).
     """
     place = where_in_git(ws.root)
     if place is None:
-        return 0
+        return False
     in_git = committed(ws.root)
     if in_git is None:
-        return 0
+        return False
     commit, prefix = place
     root = str(ws.root)
-    wanted = sorted({f for r in finished.results if r.ok and r.label in graph.inputs
-                     for s in graph.inputs[r.label].sources if s not in in_git
+    ok = [r for r in finished.results if r.ok and r.label in graph.inputs]
+    wanted = sorted({f for r in ok for s in graph.inputs[r.label].sources if s not in in_git
                      for f in _files_of(root, s) if f not in in_git and not pinned(f)})
-    if not wanted:
-        return 0
+    keys = {r.key for r in ok if r.key} if of_head and ok and _clean(ws.root) else set()
     key = record_key(commit, prefix)
-    old = store.local.get_action(key)
-    entries = dict(old["outputs"]) if old is not None and old.get("kind") == KIND else {}
-    changed = False
+    old = _own(store.local.get_action(key))
+    entries, results = dict(old.get("outputs", {})), set(recorded_results(old))
+    changed = not keys <= results
     for path in wanted:
         try:
             digest = hasher.file(os.path.join(root, path))
@@ -128,12 +140,31 @@ def record(ws, graph, finished, store, hasher, pinned=lambda path: False) -> int
         changed = True
     if changed:
         manifest = {"key": key, "kind": KIND, "format": FORMAT, "exit_code": 0, "outputs": entries,
+                    "results": sorted(results | keys),
                     "provenance": {"git_commit": commit, "workspace": prefix, "started": time.time()}}
-        store.local.put_action(key, manifest)
-        share = getattr(store, "publish", None)
-        if share is not None:
-            share(key, manifest)  # replaces the remote's record of this commit
-    return len(wanted)
+        store.local.put_action(key, manifest)  # names only blobs the local cache holds
+        if getattr(store, "publish", None) is not None and store.upload:
+            _share(store, key, manifest)
+    return True
+
+
+def _own(manifest) -> dict:
+    """manifest if it is a commit record, else {} (a result under a colliding key is never read as one)."""
+    return manifest if manifest is not None and manifest.get("kind") == KIND else {}
+
+
+def _share(store, key: str, manifest: dict) -> None:
+    """Upload the record merged with the remote's (other machines' builds of the same commit): it replaces it."""
+    theirs = _own(store.remote_action(key))
+    merged = dict(manifest, outputs={**theirs.get("outputs", {}), **manifest["outputs"]},
+                  results=sorted(set(recorded_results(theirs)) | set(manifest["results"])))
+    store.publish(key, merged)
+
+
+def recorded_results(manifest: dict) -> list[str]:
+    """The result keys a record lists (read from a cache: anything but a well-formed key is dropped)."""
+    found = manifest.get("results")
+    return [k for k in found if is_digest(k)] if isinstance(found, list) else []
 
 
 class RecordedSources:
@@ -211,4 +242,4 @@ class AtRevisionData:
         return (self.recorded.missing(path) if self.recorded is not None else None) or self.dvc.missing(path)
 
 
-__all__ = ["AtRevisionData", "RecordedSources", "commit_files", "record", "record_key", "where_in_git"]
+__all__ = ["AtRevisionData", "RecordedSources", "commit_files", "record", "recorded_results", "record_key", "where_in_git"]

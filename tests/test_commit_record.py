@@ -55,7 +55,7 @@ def at_out(ws: WS, rev: str) -> str:
 
 
 def record_key(rev: str) -> str:
-    from buildml.engine.source_record import record_key as key
+    from buildml.engine.commit_record import record_key as key
 
     return key(rev, "")
 
@@ -152,7 +152,7 @@ def test_lost_bytes_and_a_poisoned_record_are_clear_errors(tmp_path):
     rev = commit(ws.root, "C")
     key = record_key(rev)
     blob = record["outputs"]["data/imgs/a.txt"]["digest"]
-    poisoned = {"key": key, "kind": "source-record", "exit_code": 0, "outputs": {"link/x.txt": {"digest": blob,
+    poisoned = {"key": key, "kind": "commit-record", "exit_code": 0, "outputs": {"link/x.txt": {"digest": blob,
                 "size": 3, "exec": False}}}
     (ws.cache / "ac" / key[:2]).mkdir(exist_ok=True)
     (ws.cache / "ac" / key[:2] / key).write_text(json.dumps(poisoned))
