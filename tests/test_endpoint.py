@@ -54,7 +54,8 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self):
-        self.reply(200 if self.path == "/health" and MODE != "sick" else 503, {"status": MODE})
+        self.reply(200 if self.path == "/health" and MODE != "sick" else 503,
+                   {"status": MODE, "buildml_key": os.environ.get("BUILDML_ENDPOINT_KEY")})
 
     def do_POST(self):
         pixels = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["pixels"]
@@ -216,6 +217,41 @@ def test_local_server_sees_only_its_inputs_and_port(ews, served):
     assert seen["cwd"].endswith("/ws/serve") and seen["tree"] == ["models", "serve"]
     assert "MODE" in seen["env"] and "PORT" in seen["env"] and "BUILDML_CACHE_DIR" not in seen["env"]
     assert not port_open(ews.port)
+
+
+def test_status_live_says_what_made_a_running_endpoint_stale(ews, served):
+    """`status --live` (the endpoint buildml started, or any at a URL) says whether it serves what the graph builds
+    now, and names the training param that changed; `buildml run` leaves an unchanged endpoint alone, and replaces
+    a stale one, after which it is current."""
+    first = served(ews, "//serve:classifier")
+    url = first.url()
+    for args in ((), (url,)):
+        proc = ews.run("status", "//serve:classifier", "--live", *args, "--exit-code", check=0)
+        assert f"//serve:classifier at {url}: serves what the graph builds now" in proc.stdout
+    again = ews.run("run", "//serve:classifier", check=0, timeout=120)
+    assert "already serves this build" in again.stderr and first.proc.poll() is None
+
+    ews.write("models/params.yaml", "bias: 4\n")
+    for args in ((), (url,)):
+        proc = ews.run("status", "//serve:classifier", "--live", *args, "--exit-code", check=1)
+        assert f"//serve:classifier at {url}: stale" in proc.stdout
+        assert "//models:classifier: param bias changed (3 -> 4)" in proc.stdout, proc.stdout
+    ews.run("build", "//models:classifier", check=0)  # rebuilt, not yet served: the chain names the param too
+    proc = ews.run("status", "//serve:classifier", "--live", "--json", check=0)
+    info = json.loads(proc.stdout.splitlines()[-1])
+    assert info["stale"] and "//models:classifier: param bias changed (3 -> 4)" in info["reasons"], info
+    assert any(r.startswith("//serve:classifier: input models/out/model.json changed") for r in info["reasons"])
+
+    second = served(ews, "//serve:classifier")
+    new_url = second.url()
+    assert first.wait() == 130  # the stale one was stopped
+    assert "serves an older build" in "".join(second.err)
+    proc = ews.run("status", "//serve:classifier", "--live", "--exit-code", check=0)
+    assert f"//serve:classifier at {new_url}: serves what the graph builds now" in proc.stdout
+    assert post(new_url + "/predict", {"pixels": [1, 2, 3]}) == {"digit": 0}
+    assert second.stop() == 130
+    proc = ews.run("status", "//serve:classifier", "--live", check=2)
+    assert "no server of //serve:classifier that `buildml run` started is running" in proc.stderr
 
 
 def test_taken_port_moves_to_a_free_one_and_explicit_port_must_be_free(ews, served):

@@ -226,10 +226,15 @@ def test(targets, jobs, keep_going, params, as_json, verbose, quiet, remote_cach
 @click.argument("targets", nargs=-1, shell_complete=complete_labels)
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.option("--exit-code", is_flag=True, help="exit 1 when anything is stale (as `git diff --exit-code`)")
+@click.option("--live", is_flag=False, flag_value="", default=None, metavar="[URL]",
+              help="for one endpoint: does the running server (the one `buildml run` started, or the one at URL) "
+                   "serve what the graph builds now, and if not, what changed")
 @_at_option
-def status(targets, as_json, exit_code, at):
+def status(targets, as_json, exit_code, live, at):
     """Show which targets are stale and why (nothing is built)."""
     session = _session(at=at)
+    if live is not None:
+        return _status_live(session, targets, live, as_json, exit_code)
     finished = session.build(targets, dry_run=True)
     rows = [r for r in finished.results if r.status in (Outcome.STALE, Outcome.RESTORABLE, Outcome.FAILED)]
     from buildml.executors.remote_runs import render_running, running  # remote actions still running (buildml/remote_runs.py)
@@ -253,6 +258,32 @@ def status(targets, as_json, exit_code, at):
         for reason in r.reasons:
             click.echo(f"    {reason}")
     return 1 if exit_code and rows else 0
+
+
+def _status_live(session, targets, url: str, as_json: bool, exit_code: bool) -> int:
+    from buildml.executors.serving_image import endpoint_of
+    from buildml.features import endpoint_drift
+    from buildml.features.serve import endpoint_label
+
+    if len(targets) != 1:
+        raise UserError("status --live takes one endpoint target", hint="e.g. buildml status //serve:api --live")
+    label = endpoint_label(session, targets[0])
+    if url:
+        where = url.rstrip("/")
+        served = endpoint_drift.served_key(where + endpoint_of(session.graph.specs[label])["health"])
+    else:
+        entry = endpoint_drift.running(session, label)
+        if entry is None:
+            raise UserError(f"no server of {label} that `buildml run` started is running here",
+                            hint=f"start one with `buildml run {label}`, or name a running one: --live URL")
+        where, served = entry["url"], entry["key"]
+    info = endpoint_drift.drift(session, label, served, where)
+    if as_json:
+        click.echo(json.dumps({"event": "summary", **info}, sort_keys=True))
+    else:
+        for line in endpoint_drift.render(info):
+            click.echo(line)
+    return 1 if exit_code and info["stale"] else 0
 
 
 @cli.command()

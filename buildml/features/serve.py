@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from buildml.errors import ExecutionError, UserError
+from buildml.features.endpoint_drift import KEY_ENV  # the server's endpoint key, for its health route to report
 
 POLL_S = 0.2
 STOP_GRACE_S = 5
@@ -29,23 +30,37 @@ class Hooks:
 
 
 def serve(session, pattern: str, host_port: int | None = None, ready_timeout: float = 60.0, hooks: Hooks = Hooks()):
-    """Build the endpoint and what it needs, serve it until the server exits (an error) or Ctrl-C (KeyboardInterrupt)."""
+    """Build the endpoint and what it needs, serve it until the server exits (an error) or Ctrl-C (KeyboardInterrupt).
+
+    An endpoint that a `buildml run` already serves is left alone when it serves this build (False is returned),
+    and is stopped first when it serves an older one (features/endpoint_drift.py)."""
+    from buildml.executors.serving_image import endpoint_of
+    from buildml.features import endpoint_drift
+
     label = endpoint_label(session, pattern)
     action, staged = _built_action(session, label)
-    from buildml.executors.serving_image import endpoint_of
-
     settings = endpoint_of(action.spec)
+    before = endpoint_drift.running(session, label)
+    if before is not None:
+        if before["key"] == action.key:
+            hooks.say(f"{label} already serves this build at {before['url']} (key {action.key[:12]}): "
+                      f"nothing to restart")
+            return False
+        hooks.say(f"{label} at {before['url']} serves an older build ({before['key'][:12]}): stopping it")
+        endpoint_drift.stop_owner(before)
     port = choose_port(host_port, settings["port"], hooks.say)
     server = _server(session, action, staged, settings, port, hooks.on_line)
     url = f"http://127.0.0.1:{port}"
     try:
         server.start()
         wait_healthy(server, label, url + settings["health"], ready_timeout)
+        endpoint_drift.remember(session, label, url, settings["health"], action.key)
         hooks.on_ready(url)
         code = server.wait()
         raise ExecutionError(f"the server of {label} exited with code {code}\n{_tail_text(server)}",
                              hint=f"its full output is above; try it with `buildml shell {label} -c '...'`")
     finally:
+        _shielded(lambda: endpoint_drift.forget(session, label))
         _shielded(server.stop)
 
 
@@ -76,7 +91,8 @@ def _server(session, action, staged, settings: dict, port: int, on_line):
 
     executor = session.executor_for(action.spec)  # the executor resolution decides: container or process
     if isinstance(executor, ServingImageBuilder):
-        return ContainerServer(executor.engine, executor.ref(action), settings["port"], port, str(action.spec.label), on_line)
+        return ContainerServer(executor.engine, executor.ref(action), settings["port"], port, str(action.spec.label),
+                               on_line, env={KEY_ENV: action.key})
     return _process_server(session, action, staged, settings, port, on_line)
 
 
@@ -93,7 +109,7 @@ def _process_server(session, action, staged, settings: dict, port: int, on_line)
     except BaseException:
         sandbox.remove()
         raise
-    env.update(PORT=str(port), PYTHONUNBUFFERED="1")
+    env.update(PORT=str(port), PYTHONUNBUFFERED="1", **{KEY_ENV: action.key})
     return ProcessServer(settings["command"], sandbox.workdir(spec.workdir), env, on_line, cleanup=sandbox.remove)
 
 
@@ -251,15 +267,17 @@ class ProcessServer(_Logged):
 class ContainerServer(_Logged):
     """The server as a container of the serving image, its port published on 127.0.0.1, removed on stop."""
 
-    def __init__(self, engine, ref: str, inner_port: int, host_port: int, label: str, on_line):
+    def __init__(self, engine, ref: str, inner_port: int, host_port: int, label: str, on_line, env=None):
         super().__init__(on_line)
         self.engine, self.ref, self.inner_port, self.host_port, self.label = engine, ref, inner_port, host_port, label
+        self.env = env or {}
         self.container = None
 
     def start(self) -> None:
         from buildml.executors.docker.server import start_server_container
 
-        self.container = start_server_container(self.engine, self.ref, self.inner_port, self.host_port, self.label)
+        self.container = start_server_container(self.engine, self.ref, self.inner_port, self.host_port, self.label,
+                                                self.env)
         self._follow(_chunks_to_lines(self.container.logs(stream=True, follow=True, stdout=True, stderr=True)))
 
     def poll(self) -> int | None:

@@ -9,7 +9,7 @@ from buildml.executors.docker.engine import CONTAINER_LABEL, engine_error
 from buildml.executors.docker.run import sweep_orphans
 
 
-def start_server_container(engine, ref: str, inner_port: int, host_port: int, label: str):
+def start_server_container(engine, ref: str, inner_port: int, host_port: int, label: str, env: dict | None = None):
     """Create and start a container of image ref serving on inner_port, published as 127.0.0.1:host_port;
     it runs as the invoking user, labelled so that a killed buildml's leftovers are swept."""
     import docker
@@ -19,7 +19,7 @@ def start_server_container(engine, ref: str, inner_port: int, host_port: int, la
     try:
         container = client.containers.create(
             ref, ports={f"{inner_port}/tcp": ("127.0.0.1", host_port)},
-            user=f"{os.getuid()}:{os.getgid()}", environment={"PORT": str(inner_port), "PYTHONUNBUFFERED": "1"},
+            user=f"{os.getuid()}:{os.getgid()}", environment={**(env or {}), "PORT": str(inner_port), "PYTHONUNBUFFERED": "1"},
             labels={CONTAINER_LABEL: f"{os.getpid()}@{socket.gethostname()}", "buildml.target": label},
             network_mode="bridge", init=True, stdin_open=False, tty=False)
         container.start()
