@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -49,7 +50,7 @@ class LocalExecutor(Executor):
                     line = mask(raw.decode("utf-8", errors="replace"), request.masks)
                     log.write(line)
                     request.on_line(line.rstrip("\n"))
-            code = proc.wait()
+            code, cpu_s, peak = _reap(proc)
         finally:
             if timer:
                 timer.cancel()
@@ -62,7 +63,7 @@ class LocalExecutor(Executor):
         elif code < 0:
             detail = f"killed by {signal.Signals(-code).name}"
         return RunOutcome(code, time.monotonic() - start, self.name, socket.gethostname(),
-                          timed_out=timed_out.is_set(), detail=detail)
+                          timed_out=timed_out.is_set(), detail=detail, cpu_s=cpu_s, peak_rss_bytes=peak)
 
     def shell(self, request: RunRequest, argv: list, tty: bool) -> int:
         """Run argv here in the sandbox, attached to this terminal."""
@@ -80,6 +81,22 @@ class LocalExecutor(Executor):
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
+
+
+def _reap(proc: subprocess.Popen) -> tuple[int, float | None, int | None]:
+    """Wait for proc with wait4: (exit code as Popen gives it, CPU seconds, peak RSS bytes) of that child alone.
+
+    wait4 on the pid is the child's own rusage (with the descendants it waited for), not RUSAGE_CHILDREN, which
+    would mix in every other action this process runs at the same time. When something else reaped it first
+    (cancel's wait), the code is Popen's and the usage unknown.
+    """
+    try:
+        _pid, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:
+        return proc.wait(), None, None
+    code = proc.returncode = os.waitstatus_to_exitcode(status)
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return code, round(usage.ru_utime + usage.ru_stime, 3), usage.ru_maxrss * scale
 
 
 def _kill_group(proc: subprocess.Popen, sig=signal.SIGKILL) -> None:
