@@ -30,6 +30,18 @@ def describe(cost: dict) -> str:
     return ", ".join(parts) + (f", on {executor}" if executor else "")
 
 
+def brief(cost: dict) -> str:
+    """The short form for a table cell: 'cpu 0.95s, peak 52.1 MiB' (+ ', 0.01 GPU-h' when GPUs were declared)."""
+    text = f"cpu {seconds(cost.get('cpu_s'))}, peak {size(cost.get('peak_rss_bytes'))}"
+    hours = gpu_hours(cost)
+    return text + ("" if hours == 0.0 else f", {'unknown' if hours is None else f'{hours:.3g}'} GPU-h")
+
+
+def _hours(value: float, what: str) -> str:
+    """'0.0012 CPU-hours (4.32s)'; '0 GPU-hours' for none."""
+    return f"{value / 3600:.4f} {what}-hours ({seconds(value)})" if value else f"0 {what}-hours"
+
+
 def seconds(value) -> str:
     """1.23s, 12m 5s, 3h 2m; 'unknown' for None."""
     if value is None:
@@ -53,3 +65,18 @@ def size(value) -> str:
         if value < 1024 or unit == "TiB":
             return f"{value:.1f} {unit}"
     raise AssertionError("unreachable")
+
+
+def totals(sums: dict | None) -> str:
+    """`buildml cache stats`' cost line from ManifestIndex.cost_totals, saying how many entries each sum misses."""
+    if not sums or not sums["entries"]:
+        return "recorded cost: (no entries)"
+    n = sums["entries"]
+    line = (f"recorded cost of {n} entr{'y' if n == 1 else 'ies'}: {_hours(sums['cpu_s'], 'CPU')}, "
+            f"{_hours(sums['gpu_s'], 'GPU')}, {_hours(sums['wall_s'], 'wall')}, outputs {size(sums['output_bytes'])}")
+    gaps = []
+    if sums["entries"] > sums["with_cost"]:
+        gaps.append(f"{sums['entries'] - sums['with_cost']} without a recorded cost")
+    if sums["with_cost"] > sums["cpu_known"]:
+        gaps.append(f"CPU time unknown for {sums['with_cost'] - sums['cpu_known']}")
+    return line + (f" ({'; '.join(gaps)})" if gaps else "")
