@@ -8,6 +8,10 @@ import json
 import re
 import sqlite3
 
+import pytest
+
+from test_docker import app, busybox_image, dws, remove_test_images  # noqa: F401  (the real-engine fixtures)
+
 BURN = """\
 import sys
 import time
@@ -59,11 +63,21 @@ def test_show_reports_cpu_and_peak_memory_of_each_local_command(ws):
     assert cost["peak_rss_bytes"] >= 50 * 2**20, cost
     assert cost["wall_s"] >= 0.25 and cost["output_bytes"] == len(str(60 * 2**20))
     assert idle["cost"]["cpu_s"] < 0.2, idle["cost"]  # the sleeper ran while the burner burned
-    assert idle["cost"]["peak_rss_bytes"] < 50 * 2**20 and idle["cost"]["output_bytes"] == 1000
+    assert (idle["cost"]["peak_rss_bytes"] or 0) < 50 * 2**20 and idle["cost"]["output_bytes"] == 1000
     text = ws.run("show", "//:burn", check=0).stdout
     line = next(l for l in text.splitlines() if l.strip().startswith("cost:"))
     assert re.search(r"cpu 0\.[2-9]\d*s|cpu [1-9][\d.]*s", line) and "peak memory" in line and "MiB" in line, line
     assert "on local" in line and "unknown" not in line
+
+
+def test_a_tiny_command_does_not_report_buildmls_own_memory(ws):
+    """A child's ru_maxrss starts at the peak of the process it was forked from (buildml's, tens of MiB): a command
+    that used less than that has an unknown peak, not buildml's; its CPU time is still its own."""
+    ws.write("BUILD.yaml", "targets:\n  tiny:\n    command: /bin/true\n")
+    ws.run("build", "//:tiny", check=0)
+    cost = _show(ws, "//:tiny")["cost"]
+    assert cost["peak_rss_bytes"] is None and cost["cpu_s"] < 0.1 and cost["output_bytes"] == 0, cost
+    assert "peak memory unknown" in ws.run("show", "//:tiny", check=0).stdout
 
 
 def test_cache_stats_sums_the_recorded_costs(ws):
@@ -193,3 +207,19 @@ def test_an_index_from_before_costs_is_rebuilt(ws):
     assert sorted(r[0] for r in db.execute("SELECT label FROM manifests")) == ["//:burn", "//:idle"]
     db.close()
     ws.run("metrics", "--history", "//:burn", check=0)
+
+
+@pytest.mark.docker
+def test_docker_cost_records_what_the_engine_tells(dws):
+    """On the real Docker engine: wall time, the declared resources (the container's limits) and output bytes are
+    recorded; CPU time and peak memory, which the engine no longer reports once the container has exited, are
+    unknown rather than guessed."""
+    app(dws, "cat /opt/hello.txt > out.txt", outs=["out.txt"], resources={"memory": "256MB", "cpus": 1})
+    dws.run("build", "//app:run", check=0)
+    cost = _show(dws, "//app:run")["cost"]
+    assert cost["executor"] == "docker" and cost["wall_s"] > 0
+    assert cost["cpu_s"] is None and cost["peak_rss_bytes"] is None
+    assert cost["resources"] == {"cpus": 1, "memory": 256 * 2**20}
+    assert cost["output_bytes"] == len(f"hello {dws.repo}\n")
+    line = next(l for l in dws.run("show", "//app:run", check=0).stdout.splitlines() if "cost:" in l)
+    assert "cpu unknown" in line and "on docker" in line, line
