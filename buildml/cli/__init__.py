@@ -427,7 +427,7 @@ def verify(repair, remote):
 
 @cache.command()
 def stats():
-    """Sizes and entry counts of the local cache, and hit rates of the last builds."""
+    """Sizes and entry counts of the local cache, their recorded cost summed, and hit rates of the last builds."""
     import time
 
     from buildml.report.cost import totals as cost_totals_text
