@@ -215,3 +215,29 @@ def check_manifest_paths(outputs: dict, outs, out_dirs=()) -> None:
             if path not in declared and not any(path.startswith(d + "/") for d in declared):
                 raise CacheCorruption(f"cached manifest names {what} {path!r}, which is not a declared out",
                                       hint="the cache entry was rejected")
+
+
+COST_FIELDS = ("wall_s", "cpu_s", "peak_rss_bytes", "executor", "resources", "output_bytes")
+_COST_LIMIT = 1e15  # larger numbers are not a cost anything recorded (10^15 bytes, 31 million years of CPU)
+
+
+def valid_cost(value) -> dict:
+    """A result manifest's `cost` block as read back: every field of COST_FIELDS, each well formed or None
+    (unknown). A missing block (a manifest older than costs), a block that is not a mapping or a field of the
+    wrong type is unknown, never an error: cost is a record of what happened, nothing is built from it."""
+    block = value if isinstance(value, dict) else {}
+    cost = {name: _cost_number(block.get(name), integer=name.endswith("_bytes")) for name in COST_FIELDS}
+    executor = block.get("executor")
+    cost["executor"] = executor if isinstance(executor, str) and 0 < len(executor) <= 200 and executor.isprintable() else None
+    resources = block.get("resources")
+    cost["resources"] = {name: number for name in ("cpus", "gpus", "memory")
+                         if (number := _cost_number((resources if isinstance(resources, dict) else {}).get(name),
+                                                    integer=name == "memory")) is not None}
+    return cost
+
+
+def _cost_number(value, integer: bool = False):
+    """value if it is a finite, non-negative, not absurd number (an int where integer), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or integer and not isinstance(value, int):
+        return None
+    return value if 0 <= value <= _COST_LIMIT else None  # NaN fails both comparisons

@@ -89,6 +89,10 @@ def test_gpu_target_on_gpu_node_cpu_anywhere_outputs_through_the_remote_cache(tm
     assert provenance["ray_node_id"] == ray_cluster.node_with("gpu_node")
     assert provenance["ray_node_id"][:12] in provenance["host"]
     assert show(ws, "//:prep")["provenance"]["executor"] == "local"
+    cost = show(ws, "//:gpu_train")["cost"]  # measured by the node's own executor (wait4 there), sent back
+    assert cost["executor"] == "cluster" and cost["resources"] == {"gpus": 1} and cost["output_bytes"] == 3
+    assert cost["cpu_s"] > 0 and cost["wall_s"] > 0, cost
+    assert cost["peak_rss_bytes"] is None or cost["peak_rss_bytes"] > 2**20  # unknown below the Ray worker's own
     digest = show(ws, "//:gpu_train")["outputs"][0]["digest"]
     assert moto_server.fs().exists(f"{bucket.split('://', 1)[1]}/cas/{digest[:2]}/{digest}")
 

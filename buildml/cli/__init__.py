@@ -458,14 +458,17 @@ def verify(repair, remote):
 
 @cache.command()
 def stats():
-    """Sizes and entry counts of the local cache, and hit rates of the last builds."""
+    """Sizes and entry counts of the local cache, their recorded cost summed, and hit rates of the last builds."""
     import time
 
+    from buildml.report.cost import totals as cost_totals_text
     from buildml.store.admin import stats as read_stats
 
-    info = read_stats(_session().store)
+    session = _session()
+    info = read_stats(session.store, session.ws.state_dir)
     click.echo(f"local: {info.blobs} blobs, {info.blob_bytes / 1e6:.1f} MB, {info.actions} action-cache entries")
     click.echo(f"remote: {info.remote or '(none configured)'}")
+    click.echo(cost_totals_text(info.cost))
     for b in info.builds[-10:]:
         rate = info.hit_rate(b)
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(b["time"]))

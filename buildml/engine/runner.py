@@ -196,7 +196,22 @@ class Runner:
                 **self.provenance(),
                 "buildml_version": __version__,
             },
+            "cost": cost_of(outcome, spec, outputs),
         }
+
+
+def cost_of(outcome, spec, outputs: dict) -> dict:
+    """What producing the result cost (manifest["cost"]; not part of the key): wall and CPU seconds, peak memory,
+    the executor with the resources the action declared (and held), the bytes of its outputs. What the executor
+    could not measure is None, never a guess."""
+    return {
+        "wall_s": round(outcome.duration, 3),
+        "cpu_s": outcome.cpu_s,
+        "peak_rss_bytes": outcome.peak_rss_bytes,
+        "executor": outcome.executor,
+        "resources": dict(spec.resources),
+        "output_bytes": sum(meta["size"] for meta in outputs.values()),
+    }
 
 
 def failure_message(outcome) -> str:

@@ -230,7 +230,7 @@ class Scheduler:
         spec = action.spec
         self.materializer.restore(manifest["outputs"], spec.outs, manifest.get("out_dirs", ()))
         record = build_record(action, manifest["outputs"])
-        record["manifest"] = {k: manifest[k] for k in ("key", "log", "metrics", "exit_code") if k in manifest}
+        record["manifest"] = {k: manifest[k] for k in ("key", "log", "metrics", "exit_code", "cost") if k in manifest}
         self.state.record_build(str(label), action.key, record)
 
 

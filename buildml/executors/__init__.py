@@ -34,6 +34,8 @@ class RunOutcome:
     timed_out: bool = False
     detail: str = ""  # e.g. "killed by SIGKILL", "out of memory"
     extra: dict = field(default_factory=dict)
+    cpu_s: float | None = None  # user + system CPU seconds of the command and what it waited for; None: not known
+    peak_rss_bytes: int | None = None  # the largest resident set among them; None: not known
 
 
 @dataclass(frozen=True)

@@ -11,17 +11,24 @@ class FakeExecutor(Executor):
     """Writes each declared out as the text given by `outputs` (default: the label), records what ran."""
 
     name = "fake"
-    config_options = ("outputs", "fail")
+    config_options = ("outputs", "fail", "duration")
 
     @classmethod
     def from_config(cls, config, context) -> "FakeExecutor":
-        """A fake named in buildml.yaml: `executors: {rec: {type: fake}}` (options: outputs, fail)."""
-        return cls(config.option("outputs"), config.option("fail", ()))
+        """A fake named in buildml.yaml: `executors: {rec: {type: fake}}` (options: outputs, fail, duration)."""
+        duration = config.option("duration", 0.0)
+        if isinstance(duration, bool) or not isinstance(duration, (int, float)) or duration < 0:
+            from buildml.errors import UserError
 
-    def __init__(self, outputs=None, fail=()):
+            raise UserError(f"executor {config.name!r}: duration {duration!r} is not a number of seconds",
+                            hint="e.g. duration: 1.5")
+        return cls(config.option("outputs"), config.option("fail", ()), float(duration))
+
+    def __init__(self, outputs=None, fail=(), duration: float = 0.0):
         self.ran: list[str] = []
         self.outputs = outputs or {}
         self.fail = set(fail)
+        self.duration = duration  # the wall time each run reports (it runs nothing; CPU and memory stay unknown)
 
     def run(self, request: RunRequest) -> RunOutcome:
         spec = request.action.spec
@@ -34,7 +41,7 @@ class FakeExecutor(Executor):
             path = request.sandbox.ws / out
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(self.outputs.get(label, label))
-        return RunOutcome(0, 0.0, self.name, socket.gethostname())
+        return RunOutcome(0, self.duration, self.name, socket.gethostname())
 
     def cancel(self) -> None:
         pass

@@ -8,6 +8,8 @@ import os
 from buildml.errors import UserError
 from buildml.labels import parse_label
 from buildml.engine.state import State
+from buildml.report.cost import describe as describe_cost
+from buildml.trust import valid_cost
 
 
 def _label(session, text: str):
@@ -44,6 +46,7 @@ def show(session, text: str) -> dict:
         "exit_code": manifest.get("exit_code"),
         "provenance": manifest.get("provenance", {}),
         "metrics": manifest.get("metrics", {}),
+        "cost": valid_cost(manifest["cost"]) if "cost" in manifest else None,  # None: built before costs were recorded
         "outputs": [_where(session.store, out_root, path, meta) for path, meta in sorted(manifest["outputs"].items())],
     }
 
@@ -65,6 +68,7 @@ def render_show(info: dict) -> str:
              f"  commit:    {p.get('git_commit') or '(not a git repo)'}" + ("  (dirty tree)" if p.get("git_dirty") else ""),
              f"  executor:  {p.get('executor')} on {p.get('host')}, exit {info['exit_code']}, "
              f"{p.get('duration', 0):.2f}s, started {_time(p.get('started'))}",
+             f"  cost:      {describe_cost(info['cost']) if info.get('cost') else '(not recorded)'}",
              f"  image:     {p.get('image_key') or '(none)'}",
              f"  buildml:   {p.get('buildml_version')}"]
     lines += [f"  env:       {name}={value}" for name, value in sorted((p.get("env") or {}).items())]

@@ -8,6 +8,9 @@ import json
 import time
 from pathlib import Path
 
+from buildml.report.cost import brief as brief_cost, describe as describe_cost, seconds, size
+from buildml.trust import valid_cost
+
 STATUS_COLOURS = {"executed": "#2e7d32", "cached": "#0277bd", "up-to-date": "#90a4ae", "failed": "#c62828",
                   "not built": "#f9a825"}
 CSS = """
@@ -107,6 +110,13 @@ def _summary(targets) -> str:
     counts = {s: sum(1 for t in targets if t["status"] == s) for s in STATUS_COLOURS}
     cards = [f"<div class='card' id='hit-rate'><b>{rate}</b>cache hit rate ({hits} of {tried})</div>"]
     cards += [f"<div class='card'><b>{n}</b>{s}</div>" for s, n in counts.items() if n]
+    ran = [valid_cost(t["cost"]) for t in targets if t.get("executed") and isinstance(t.get("cost"), dict)]
+    if ran:
+        cpu = [c["cpu_s"] for c in ran if c["cpu_s"] is not None]
+        shown = seconds(sum(cpu)) + ("" if len(cpu) == len(ran) else f" ({len(ran) - len(cpu)} unknown)")
+        cards.append(f"<div class='card' id='cpu-time'><b>{_e(shown)}</b>CPU time of the executed targets</div>")
+        written = sum(c["output_bytes"] or 0 for c in ran)
+        cards.append(f"<div class='card' id='output-bytes'><b>{_e(size(written))}</b>written by them</div>")
     return "<div class='summary'>" + "".join(cards) + "</div>"
 
 
@@ -121,9 +131,20 @@ def _targets_table(targets, critical, log_links) -> str:
         error = f"<div><code>{_e(t['error'])}</code></div>" if t.get("error") else ""
         rows.append(f"<tr class='target' data-label='{_e(t['label'])}'><td>{label}{error}</td>"
                     f"<td><span class='status' style='background:{colour}'>{_e(t['status'])}</span></td>"
-                    f"<td>{how}</td><td class='num'>{t['duration']:.2f}s</td><td>{_e(executor)}</td><td>{log}</td></tr>")
-    head = "<tr><th>target</th><th>status</th><th>cached or executed</th><th>duration</th><th>executor</th><th>log</th></tr>"
+                    f"<td>{how}</td><td class='num'>{t['duration']:.2f}s</td><td>{_e(executor)}</td>"
+                    f"{_cost_cell(t)}<td>{log}</td></tr>")
+    head = ("<tr><th>target</th><th>status</th><th>cached or executed</th><th>duration</th><th>executor</th>"
+            "<th>cost (recorded)</th><th>log</th></tr>")
     return f"<table id='targets'>{head}{''.join(rows)}</table>"
+
+
+def _cost_cell(t) -> str:
+    """What producing the target's result cost, as its manifest recorded it (for a cached result: when it was
+    built); the full record in the title. The record is a file: the cost is read through trust.valid_cost."""
+    if not isinstance(t.get("cost"), dict):
+        return "<td class='cost'>-</td>"
+    cost = valid_cost(t["cost"])
+    return f"<td class='cost' title='{_e(describe_cost(cost))}'>{_e(brief_cost(cost))}</td>"
 
 
 def _timeline(targets, critical) -> str:

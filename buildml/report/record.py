@@ -16,7 +16,7 @@ from buildml.events import (
     TargetFinished,
     TargetStarted,
 )
-from buildml.trust import Untrusted, is_digest
+from buildml.trust import Untrusted, is_digest, valid_cost
 
 RECORD_FILE = "last-build.json"
 SCHEMA = 1
@@ -66,6 +66,7 @@ class BuildRecorder:
             "log_tail": r.log_tail,
             "log_digest": r.log_digest or manifest.get("log"),
             "metrics": manifest.get("metrics") or {},
+            "cost": valid_cost(manifest["cost"]) if "cost" in manifest else None,  # what producing it cost, recorded
             "outputs": sorted(r.outputs),
             "deps": [],
             "plots": [{"path": path, "props": json.loads(props)} for path, props in self.plots.get(r.label, ())],

@@ -102,6 +102,7 @@ class Stats:
     actions: int = 0
     builds: list = field(default_factory=list)  # recent build records, oldest first
     remote: str | None = None
+    cost: dict | None = None  # the recorded costs summed (store/index.py cost_totals); None: not asked for
 
     def hit_rate(self, build: dict) -> float | None:
         hits = build["cached_local"] + build["cached_remote"] + build["up_to_date"]
@@ -109,10 +110,19 @@ class Stats:
         return hits / total if total else None
 
 
-def stats(store) -> Stats:
-    """Sizes and entry counts of the local store, and the recorded builds."""
+def stats(store, state_dir=None) -> Stats:
+    """Sizes and entry counts of the local store, and the recorded builds; with state_dir (where the manifest
+    index is kept), the recorded costs of the local entries summed, from the index (it reads only new manifests)."""
     local = store.local
     result = Stats(remote=store.remote.url if store.remote is not None else None)
+    if state_dir is not None:
+        from buildml.store.index import open_index
+
+        index = open_index(local, state_dir)
+        try:
+            result.cost = index.cost_totals()
+        finally:
+            index.close()
     for digest in local.iter_blobs():
         result.blobs += 1
         try:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from buildml.executors import Executor, RunOutcome, RunRequest
 from buildml.executors.ray import task as ray_task
 from buildml.errors import CacheCorruption, EnvironmentProblem, ExecutionError, UserError
+from buildml.trust import valid_cost
 
 OPTIONS = ("address", "namespace", "max_retries", "node_wait", "runtime_env", "linger")
 NAMESPACE = "buildml"
@@ -361,8 +362,10 @@ class RayExecutor(Executor):
             raise _error(result["error"], node)
         extra = {"ray_address": self.address, "ray_node_id": node.get("node_id"), "ray_node_ip": node.get("node_ip"),
                  "ray_gpus": node.get("gpus"), **(result.get("extra") or {})}
+        measured = valid_cost(result)  # the node's own executor measured them; from the node: untrusted
         outcome = RunOutcome(result["exit_code"], result.get("duration", 0.0), self.name, _host(node),
-                             timed_out=result.get("timed_out", False), detail=result.get("detail", ""), extra=extra)
+                             timed_out=result.get("timed_out", False), detail=result.get("detail", ""), extra=extra,
+                             cpu_s=measured["cpu_s"], peak_rss_bytes=measured["peak_rss_bytes"])
         if outcome.exit_code != 0:
             ray_task.drop_record(self.remote, key)
             return outcome

@@ -325,7 +325,7 @@ def _execute(executor, action, sandbox, env, masks, log_path, on_line) -> dict:
     outcome = executor.run(RunRequest(action, sandbox, env, log_path, on_line, masks))
     outcome = screened(outcome, sandbox, action.spec, {n: env[n] for n in action.spec.secrets if n in env}, log_path)
     return {"exit_code": outcome.exit_code, "duration": outcome.duration, "timed_out": outcome.timed_out,
-            "detail": outcome.detail, "extra": outcome.extra, "node": where(), "finished": time.time()}
+            "cpu_s": outcome.cpu_s, "peak_rss_bytes": outcome.peak_rss_bytes, "detail": outcome.detail, "extra": outcome.extra, "node": where(), "finished": time.time()}
 
 
 def _push_outputs(store, sandbox, spec) -> dict:
