@@ -42,6 +42,7 @@ class ActionSpec:
     persist: tuple[str, ...] = ()  # outs whose previous version is staged before the command runs; keyed when set
     local_only: tuple[str, ...] = ()  # outs never uploaded to a remote cache (cache: false, push: false); not keyed
     plots: tuple = ()  # (out path, plot properties as canonical JSON text): shown in the report; not keyed
+    prefer: str | None = None  # cache.prefer for remote hits (None: the workspace's); not keyed
 
 
 @dataclass(frozen=True)

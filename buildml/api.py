@@ -291,6 +291,8 @@ class Session:
         """The build's wiring, made here once: the scheduler and the rebuilder, runner and ledger it drives
         (build, test, status, explain, verify and the features that need an action all go through it)."""
         from buildml.engine.external import ExternalData
+        from buildml.engine.fetch_or_rebuild import FetchOrRebuild
+        from buildml.store import bandwidth
         from buildml.engine.param_overrides import overrides_of
         from buildml.engine.resources import Ledger, pools_for
         from buildml.executors.docker.base_images import BaseImages
@@ -306,9 +308,12 @@ class Session:
                                  transfer=self.transfer)
         base_images = BaseImages(lock, lambda: self.containers.engine, check=check, update=update, dry_run=dry_run)
         missing = lambda action: self.executor_for(action.spec).missing(action)  # noqa: E731  (declared by Executor)
-        rebuilder = Rebuilder(self.graph, self.state, hasher, params, self.store, materializer, self.options.rerun_tests,
-                              externals, base_images, missing)
         ledger = Ledger(pools_for(executor_settings(self.ws.settings), self._capacity_source, self._engine_capacity))
+        remote = self.store.remote
+        policy = FetchOrRebuild(self.store, self.ws.settings.prefer, ledger.lacking,
+                                lambda: bandwidth.estimate(self.store.local.root, remote.url)) if remote else None
+        rebuilder = Rebuilder(self.graph, self.state, hasher, params, self.store, materializer, self.options.rerun_tests,
+                              externals, base_images, missing, policy)
         runner = Runner(self.store, self.executor_for, functools.cache(lambda: git_provenance(self.ws.root)),
                         devices=ledger.device_env, overrides=lambda action: overrides_of(action, params),
                         unusable=rebuilder.unusable, root=self.ws.root)

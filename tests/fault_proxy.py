@@ -9,6 +9,7 @@ Faults (`FaultProxy(upstream, fault=...)`):
 - `truncate`: send the real headers (full Content-Length) and half the body, then close the connection
 - `short`: rewrite Content-Length to half and send half the body (invisible at the HTTP level)
 - `flip`: flip one byte in the middle of the body
+- `throttle`: forward, then send the body at `bytes_per_s` (a slow link of limited bandwidth)
 
 `match(method, path)` limits the fault to some requests (e.g. GETs of blobs); `rate` injects it into
 that fraction of them, drawn from a seeded generator so a failing trial can be replayed;
@@ -26,7 +27,7 @@ import random
 import threading
 from urllib.parse import urlsplit
 
-FAULTS = ("pass", "delay", "stall", "500", "deny-write", "truncate", "short", "flip")
+FAULTS = ("pass", "delay", "stall", "500", "deny-write", "truncate", "short", "flip", "throttle")
 WRITES = ("PUT", "POST", "DELETE")
 HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "expect"}
 ERROR_XML = "<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{msg}</Message></Error>"
@@ -46,13 +47,14 @@ class FaultProxy:
     """Forwards HTTP to `upstream`, injecting `fault` into a `rate` of the requests `match` selects."""
 
     def __init__(self, upstream: str, fault: str = "pass", match=None, rate: float = 1.0, seed: int = 0,
-                 strip_checksums: bool = False, delay_s: float = 0.5):
+                 strip_checksums: bool = False, delay_s: float = 0.5, bytes_per_s: float = 1e6):
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
         self.upstream = urlsplit(upstream)
         self.fault, self.match, self.rate = fault, match or (lambda method, path: True), rate
         self.strip_checksums = strip_checksums  # drop x-amz-checksum-* (a server without checksums)
         self.delay_s = delay_s
+        self.bytes_per_s = bytes_per_s  # throttle
         self.hit = threading.Event()  # set at the first injected fault
         self.rng = random.Random(seed)
         self.release = threading.Event()  # set on stop: stalled requests give up
@@ -143,7 +145,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         status, reason, headers, data = self._upstream(body)
         if status in (200, 206) and self.command == "GET" and len(data) > 1 and fault in ("truncate", "short", "flip"):
             return self._damaged(fault, status, reason, headers, data)
-        self._reply(status, reason, headers, data)
+        self._reply(status, reason, headers, data, throttle=fault == "throttle")
 
     def _upstream(self, body: bytes):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
@@ -163,7 +165,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 if attempt:
                     raise
 
-    def _reply(self, status, reason, headers, data: bytes, length: int | None = None):
+    def _reply(self, status, reason, headers, data: bytes, length: int | None = None, throttle: bool = False):
         self.send_response_only(status, reason)
         for name, value in headers:
             if name.lower() in HOP or name.lower() == "content-length":
@@ -177,7 +179,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_header("Content-Length", str(len(data) if length is None else length))
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command != "HEAD" and throttle:
+            step = max(1, int(self.proxy.bytes_per_s / 20))  # 20 writes a second
+            for i in range(0, len(data), step):
+                self.wfile.write(data[i:i + step])
+                self.wfile.flush()
+                self.proxy.release.wait(len(data[i:i + step]) / self.proxy.bytes_per_s)
+        elif self.command != "HEAD":
             self.wfile.write(data)
         self.wfile.flush()
 

@@ -147,3 +147,4 @@ def test_file_url_store_writes_atomically(tmp_path):
     remote.put_action(K, {"key": K})
     names = sorted(p.name for p in (tmp_path / "shared").rglob("*") if p.is_file())
     assert names == sorted([digest, K]) and remote.read_bytes(digest) == b"abc"
+

@@ -39,8 +39,9 @@ class Rebuilder:
     """Builds actions from the graph and the results of their dependencies, and decides."""
 
     def __init__(self, graph, state, hasher, params, store, materializer, rerun_tests: bool = False, externals=None,
-                 base_images=None, missing=None):
+                 base_images=None, missing=None, fetch_policy=None):
         self.rerun_tests = rerun_tests
+        self.fetch_policy = fetch_policy  # engine/fetch_or_rebuild.FetchOrRebuild: remote hits worth fetching
         self.missing = missing or (lambda action: "")  # action -> why a result kept outside the store is gone, or ''
         self.externals = externals  # external.ExternalData: URL deps -> pinned store blobs
         self.base_images = base_images  # base_images.BaseImages: FROM references -> pinned digests
@@ -168,7 +169,8 @@ class Rebuilder:
         manifest = self.store.get_action(action.key) if action.spec.cacheable else None
         why = self.unusable(action, manifest)
         if not why:
-            return Decision(Outcome.RESTORE, ("outputs restored from cache",), manifest)
+            note = self.fetch_policy.judge(action, manifest)[1] if self.fetch_policy is not None else ""
+            return Decision(Outcome.RESTORE, (note or "outputs restored from cache",), manifest)
         if manifest is None or manifest.get("exit_code") != 0:
             return Decision(Outcome.RUN, self.reasons(label, action))
         return Decision(Outcome.RUN, (why,))
@@ -202,6 +204,10 @@ class Rebuilder:
             if local_only and _under(path, local_only) and self.materializer.intact({path: meta}):
                 continue  # a cache: false out, in place with the recorded bytes (e.g. committed to git)
             return "a cached output blob is missing"
+        if self.fetch_policy is not None:
+            fetch, why = self.fetch_policy.judge(action, manifest)
+            if not fetch:
+                return why
         return ""
 
     def reasons(self, label, action: Action) -> tuple:

@@ -161,6 +161,11 @@ class Ledger:
             pool, request, devices = held
             pool.release(request, devices)
 
+    def lacking(self, spec) -> str:
+        """Why spec's action could never run on its executor here (e.g. it needs a GPU), or ''."""
+        pool = self.pool_for(spec) if self.pool_for is not None else None
+        return pool.refusal(spec.label, request_of(spec)) if pool is not None else ""
+
     def device_env(self, action) -> dict:
         """CUDA_VISIBLE_DEVICES for a local action holding GPUs ({} otherwise)."""
         devices = self._devices.get(action.key)

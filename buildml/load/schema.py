@@ -74,6 +74,8 @@ COMMON_ATTRS = {
     "wdir": Attr("string", "directory the command runs in, relative to the package (paths stay package-relative)"),
     "always_changed": Attr("bool", "run on every build, never taken from the cache (DVC's always_changed)"),
     "frozen": Attr("bool", "never re-run while its last outputs are in place, whatever changed (DVC's frozen)"),
+    "cache": Attr("mapping", "{prefer: auto|fetch|rebuild}: for a remote hit, fetch its outputs, rebuild here, or "
+                             "(auto, default) rebuild only when clearly cheaper by its recorded cost; not keyed"),
     "python_deps": Attr("string", "auto: the workspace modules its declared .py deps import are deps too (a static "
                                   "scan, keyed, listed by explain); declared (default): only what deps name",
                         choices=("declared", "auto")),
@@ -144,6 +146,7 @@ class Rule:
             secrets_in_outputs=a.get("secrets_in_outputs", False),
             resources=tuple(sorted(a.get("resources", {}).items())), timeout=a.get("timeout"),
             executor=a.get("executor"), cacheable=not a.get("always_changed", False), frozen=a.get("frozen", False),
+            prefer=cache_prefer(target),
             persist=tuple(p for p, o in options.items() if o.get("persist")),
             local_only=tuple(p for p, o in options.items() if o.get("cache") is False or o.get("push") is False),
             plots=tuple((p, canonical_json({k: v for k, v in options.get(p, {}).items() if k in PLOT_PROPS}).decode())
@@ -152,6 +155,24 @@ class Rule:
         )
         fields.update(extra)
         return ActionSpec(**fields)
+
+
+def cache_prefer(target) -> str | None:
+    """The target's cache.prefer (None: the workspace's), checked."""
+    cache = target.attrs.get("cache")
+    if cache is None:
+        return None
+    where, name = target.where("cache"), target.label.name
+    unknown = [k for k in cache if k != "prefer"]
+    if unknown:
+        raise LoadError(f"unknown cache setting {unknown[0]!r}", location=where, field=f"{name}.cache",
+                        hint="a target's cache: takes prefer: auto, fetch or rebuild")
+    prefer = cache.get("prefer")
+    if prefer not in ("auto", "fetch", "rebuild"):
+        raise LoadError(f"cache.prefer must be auto, fetch or rebuild, got {prefer!r:.60}", location=where,
+                        field=f"{name}.cache.prefer", hint="fetch: always take a remote hit; rebuild: run it here "
+                        "instead (unless it needs resources this machine lacks); auto: by the recorded cost")
+    return prefer
 
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",

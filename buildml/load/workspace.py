@@ -30,7 +30,8 @@ _SETTINGS = {
     "python_deps": "auto: every target's declared .py deps add the workspace modules they import (a target's own "
                    "python_deps overrides it); declared (default): only what deps name",
 }
-_CACHE_SETTINGS = ("dir", "remote", "upload", "storage_options")
+_CACHE_SETTINGS = ("dir", "remote", "upload", "storage_options", "prefer")
+PREFER = ("auto", "fetch", "rebuild")  # cache.prefer: take a remote hit, or rebuild here (engine/fetch_or_rebuild.py)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Settings:
     remote_upload: bool = True
     storage_options: dict = field(default_factory=dict)
     jobs: int | None = None
+    prefer: str = "auto"  # remote hits: fetch, rebuild, or auto (by the recorded cost); a target's cache.prefer wins
     python_deps: str = "declared"  # or "auto": targets' imported workspace modules are deps (analyse/python_deps.py)
     raw: dict = field(default_factory=dict)
     executors: object = None  # executor_config.ExecutorSettings (`executor:` and `executors:`)
@@ -110,6 +112,11 @@ def read_settings(path: Path) -> Settings:
     upload = cache.get("upload", True)
     if not isinstance(upload, bool):
         raise LoadError("upload must be true or false", location=doc.where(("cache", "upload")))
+    prefer = cache.get("prefer", "auto")
+    if prefer not in PREFER:
+        raise LoadError(f"prefer must be one of {', '.join(PREFER)}, got {prefer!r:.60}",
+                        location=doc.where(("cache", "prefer")), hint="auto fetches a remote hit unless rebuilding "
+                        "here is clearly cheaper (by its recorded cost and the measured bandwidth)")
     python_deps = data.get("python_deps", "declared")
     if python_deps not in ("declared", "auto"):
         raise LoadError(f"python_deps must be auto or declared, got {python_deps!r:.60}",
@@ -118,7 +125,7 @@ def read_settings(path: Path) -> Settings:
     from buildml.load.executor_settings import parse_executor_settings
 
     return Settings(cache_dir=cache.get("dir"), remote_cache=cache.get("remote"), remote_upload=upload,
-                    storage_options=opts, jobs=jobs, python_deps=python_deps, raw=data, executors=parse_executor_settings(data, doc), doc=doc)
+                    storage_options=opts, jobs=jobs, prefer=prefer, python_deps=python_deps, raw=data, executors=parse_executor_settings(data, doc), doc=doc)
 
 
 def default_cache_dir(settings: Settings, root: Path) -> Path:

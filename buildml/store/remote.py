@@ -22,6 +22,7 @@ from buildml.trust import Untrusted, check_digest, is_digest, validate_manifest
 
 ATTEMPTS = 3
 BACKOFF_S = 0.3
+RACE_ATTEMPTS = 4  # re-checks after a lost put-if-absent race (0.3 + 0.6 + 1.2 + 2.4 s at most)
 PART_SIZE = 8 << 20  # multipart chunk: big files stream instead of being read whole
 CONDITIONAL = ("s3", "s3a", "gs", "gcs")  # backends with put-if-absent
 S3_DEFAULTS = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 2, "mode": "standard"}}
@@ -331,8 +332,29 @@ class RemoteStore:
         try:
             self._call("uploading blobs", self.fs.put, lpaths, rpaths, **kwargs)
         except RemoteUnavailable as exc:
-            if exc.denied or not create or self.missing_blobs(r.rsplit("/", 1)[-1] for r in rpaths):
-                raise  # a lost put-if-absent race leaves every blob in place: that is success
+            if exc.denied or not create:
+                raise
+            self._finish_race(lpaths, rpaths, kwargs, exc)
+
+    def _finish_race(self, lpaths: list, rpaths: list, kwargs: dict, failed: RemoteUnavailable) -> None:
+        """After a put-if-absent failed: another writer of the same bytes (a concurrent build; every empty log is
+        one blob) may have won, or still be writing, and a failed batch may have left others unsent. Upload what is
+        still missing, waiting a little for a writer in flight; success once every blob is there."""
+        pairs = dict(zip(rpaths, lpaths))
+        for attempt in range(RACE_ATTEMPTS):
+            missing = self.missing_blobs(r.rsplit("/", 1)[-1] for r in pairs)
+            pairs = {r: l for r, l in pairs.items() if r.rsplit("/", 1)[-1] in missing}
+            if not pairs:
+                return
+            time.sleep(BACKOFF_S * 2 ** attempt)
+            for rpath, lpath in list(pairs.items()):
+                try:
+                    self._call("uploading blobs", self.fs.put, [lpath], [rpath], **kwargs)
+                except RemoteUnavailable as exc:
+                    if exc.denied:
+                        raise
+        if self.missing_blobs(r.rsplit("/", 1)[-1] for r in pairs):
+            raise failed
 
     def _write_bytes(self, rpath: str, data: bytes, create: bool = True) -> None:
         if self.is_file_backend:

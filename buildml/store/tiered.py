@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from buildml.errors import CacheCorruption, EnvironmentProblem
 from buildml.hashing import digest_file
+from buildml.store import bandwidth
 from buildml.store.remote import RemoteStore, RemoteUnavailable
 from buildml.store.local import remove_tree
 
@@ -249,7 +251,10 @@ class TieredStore:
 
             sizes = self._sizes(todo)
             progress = self.progress(f"remote cache: {len(todo)} blob{'s' if len(todo) != 1 else ''}", sizes)
+            began = time.monotonic()
             found = self.remote.download(todo, tmp, fsspec_callback(progress), nbytes=self._known_bytes(todo))
+            bandwidth.record(self.local.root, self.remote.url, sum(os.path.getsize(p) for p in found.values()),
+                             time.monotonic() - began)
             if progress is not None:
                 progress.finish()
             with ThreadPoolExecutor(ADMIT_THREADS) as pool:  # verify + fsync many small blobs at once
