@@ -153,6 +153,11 @@ class _Pool(urllib3.connectionpool.HTTPConnectionPool):
             conn = None
         return conn or self._new_conn()
 
+    def _put_conn(self, conn):
+        """A finished request ends its ssh process: every request gets its own pool (as docker-py's shell-out does)."""
+        if conn is not None:
+            conn.close()
+
 
 class SSHAdapter(requests.adapters.HTTPAdapter):
     """A requests adapter whose connections are ssh processes running `docker system dial-stdio`."""
