@@ -7,7 +7,9 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
+import threading
 import time
 
 import pytest
@@ -89,17 +91,123 @@ def test_context_that_cannot_be_reached_or_does_not_exist_is_named(dws, contexts
     assert "unix:///nonexistent.sock (from DOCKER_HOST)" in proc.stdout + proc.stderr
 
 
-def test_tls_variables_with_missing_certificates_name_the_path(dws, tmp_path):
-    """DOCKER_TLS_VERIFY with certificates missing in DOCKER_CERT_PATH fails before connecting, naming the file.
+def _openssl(*args, cwd) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
-    No TLS engine is started: the check is on the files, made before any connection, and this machine has one
-    engine (on its socket); a second, TLS-listening dockerd would need its own data root and privileges.
+
+def _certificates(d) -> None:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (ca.pem, cert.pem, key.pem)."""
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    _openssl("req", "-x509", *ec, "-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test-ca", cwd=d)
+    for name, subject, ext in (("server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+                               ("client", "/CN=client", "extendedKeyUsage=clientAuth")):
+        (d / f"{name}.ext").write_text(ext + "\n")
+        _openssl("req", *ec, "-keyout", f"{name}-key.pem", "-out", f"{name}.csr", "-subj", subject, cwd=d)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
+                 "-out", f"{name}-cert.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+    shutil.copy(d / "client-cert.pem", d / "cert.pem")
+    shutil.copy(d / "client-key.pem", d / "key.pem")
+
+
+def _pump(src, dst) -> None:
+    try:
+        while data := src.recv(1 << 16):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def tls_engine(tmp_path_factory):
+    """This machine's engine behind TLS with client certificates (dockerd --tlsverify's setup) on a loopback port.
+
+    A second dockerd listening with TLS would need its own data root and privileges; a TLS front that checks the
+    client certificate against the CA and forwards the bytes to the engine's socket gives the client side the same
+    handshake: a real TLS server, a real CA, the real engine behind it.
     """
+    d = tmp_path_factory.mktemp("tls")
+    _certificates(d)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(d / "server-cert.pem", d / "server-key.pem")
+    context.load_verify_locations(d / "ca.pem")
+    context.verify_mode = ssl.CERT_REQUIRED
+    listener = socket.create_server(("127.0.0.1", 0))
+    rejected = []
+
+    def serve(raw):
+        try:
+            tls = context.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            rejected.append(str(exc))
+            raw.close()
+            return
+        engine = socket.socket(socket.AF_UNIX)
+        engine.connect(SOCKET)
+        threading.Thread(target=_pump, args=(engine, tls), daemon=True).start()
+        _pump(tls, engine)
+
+    def accept():
+        while True:
+            try:
+                raw, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(raw,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield {"host": f"tcp://127.0.0.1:{listener.getsockname()[1]}", "certs": d, "rejected": rejected}
+    listener.close()
+
+
+def test_tls_engine_by_variables_and_by_context(dws, tls_engine, tmp_path):
+    """DOCKER_TLS_VERIFY + DOCKER_CERT_PATH, then a context holding the TLS material, reach a TLS-only engine.
+
+    REQUESTS_CA_BUNDLE is set to the system bundle on purpose: requests would let it replace the engine's CA.
+    """
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        shutil.copy(tls_engine["certs"] / name, certs / name)
+    app(dws, "echo via-tls > out.txt", outs=["out.txt"])
+    env = plain_env(dws, DOCKER_HOST=tls_engine["host"], DOCKER_TLS_VERIFY="1", DOCKER_CERT_PATH=str(certs),
+                    REQUESTS_CA_BUNDLE="/etc/ssl/certs/ca-certificates.crt")
+    dws.run("build", "//...", env=env, check=0)
+    assert dws.read("app/out.txt") == "via-tls\n"
+    assert provenance_host(dws, "//app:run", env) == tls_engine["host"]
+
+    config = tmp_path / "docker-config"
+    material = ",".join(f"{k}={certs}/{k}.pem" for k in ("ca", "cert", "key"))
+    subprocess.run(["docker", "--config", str(config), "context", "create", "secure", "--docker",
+                    f"host={tls_engine['host']},{material}"], check=True, capture_output=True)
+    shutil.rmtree(certs)  # the context keeps its own copy under contexts/tls/
+    app(dws, "echo via-tls-context > out.txt", outs=["out.txt"])
+    env = plain_env(dws, DOCKER_CONFIG=str(config), DOCKER_CONTEXT="secure",
+                    REQUESTS_CA_BUNDLE="/etc/ssl/certs/ca-certificates.crt")
+    dws.run("build", "//...", env=env, check=0)
+    assert dws.read("app/out.txt") == "via-tls-context\n"
+
+    # without a client certificate the engine refuses the handshake: the message names the engine and its source
+    certs.mkdir()
+    shutil.copy(tls_engine["certs"] / "ca.pem", certs / "ca.pem")
+    env = plain_env(dws, DOCKER_HOST=tls_engine["host"], DOCKER_TLS_VERIFY="1", DOCKER_CERT_PATH=str(certs))
+    proc = dws.run("build", "//...", env=env, check=1)
+    assert f"cannot reach the Docker engine at {tls_engine['host']} (from DOCKER_HOST)" in proc.stdout + proc.stderr
+    assert tls_engine["rejected"]
+
+
+def test_tls_variables_with_missing_certificates_name_the_path(dws, tmp_path):
+    """DOCKER_TLS_VERIFY with certificates missing in DOCKER_CERT_PATH fails before connecting, naming the file."""
     app(dws, "true")
     certs = tmp_path / "certs"
     certs.mkdir()
-    (certs / "cert.pem").write_text("not checked before connecting\n")
-    (certs / "key.pem").write_text("not checked before connecting\n")
+    (certs / "cert.pem").write_text("not read before the files are all there\n")
+    (certs / "key.pem").write_text("not read before the files are all there\n")
     env = plain_env(dws, DOCKER_HOST="tcp://127.0.0.1:9", DOCKER_TLS_VERIFY="1", DOCKER_CERT_PATH=str(certs))
     proc = dws.run("build", "//...", env=env, check=1)
     text = proc.stdout + proc.stderr

@@ -91,7 +91,15 @@ class Engine:
                 from buildml.executors.docker.ssh import ssh_client
 
                 return ssh_client(endpoint.host, timeout=600)
-            client = docker.DockerClient(base_url=endpoint.host, tls=endpoint.tls or False, timeout=600)
+            if endpoint.tls is None:
+                client = docker.DockerClient(base_url=endpoint.host, timeout=600)
+            else:  # the API version is asked only once the engine's own CA is sure to be used
+                from docker.constants import MINIMUM_DOCKER_API_VERSION
+
+                client = docker.DockerClient(base_url=endpoint.host, tls=endpoint.tls, timeout=600,
+                                             version=MINIMUM_DOCKER_API_VERSION)
+                _keep_engine_verify(client.api)
+                client.api._version = client.api._retrieve_server_version()
             client.ping()
             return client
         except docker.errors.DockerException as exc:
@@ -134,6 +142,22 @@ class Engine:
                                          hint="check `docker login` for the registry in docker.registry")
             if chunk.get("status"):
                 on_line(f"push: {chunk['status']} {chunk.get('progress', '')}".rstrip())
+
+
+def _keep_engine_verify(api) -> None:
+    """Verify the engine against its own CA (or not at all), as the docker CLI does, whatever REQUESTS_CA_BUNDLE says.
+
+    requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override the session's `verify`, which is where docker-py puts
+    the engine's ca.pem; a machine with a corporate bundle set would then reject every TLS engine.
+    """
+    merge = api.merge_environment_settings
+
+    def engine_verify(url, proxies, stream, verify, cert):
+        settings = merge(url, proxies, stream, verify, cert)
+        settings["verify"] = api.verify if verify is None else verify
+        return settings
+
+    api.merge_environment_settings = engine_verify
 
 
 def _unreachable_hint(endpoint) -> str:
