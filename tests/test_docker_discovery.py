@@ -77,7 +77,6 @@ def test_context_that_cannot_be_reached_or_does_not_exist_is_named(dws, contexts
     assert "context 'bogus' (from DOCKER_CONTEXT)" in text and "docker context use" in text
     assert "Traceback" not in text
 
-    subprocess.run(["docker", "--config", str(contexts), "context", "use", "nowhere"], capture_output=True)
     (contexts / "config.json").write_text(json.dumps({"currentContext": "nowhere"}))
     proc = dws.run("build", "//...", env=plain_env(dws, DOCKER_CONFIG=str(contexts)), check=1)
     text = proc.stdout + proc.stderr
