@@ -87,6 +87,18 @@ def test_rejects_what_the_settings_reader_rejects(tmp_path, text):
     assert not WORKSPACE.is_valid(load_yaml_file(tmp_path / "buildml.yaml", "buildml.yaml").data)
 
 
+def test_docker_settings_schema_matches_what_the_engine_accepts():
+    """The schema's docker: keys are the engine's; a transfer other than mount/copy is refused by both."""
+    from buildml.executors.docker.engine import SETTINGS, docker_settings
+    from buildml.load.json_schema import DOCKER_SETTINGS
+
+    assert set(DOCKER_SETTINGS) == set(SETTINGS)
+    assert WORKSPACE.is_valid({"docker": {"host": "ssh://me@gpu-box", "transfer": "copy", "context_warn_mb": 50}})
+    assert not WORKSPACE.is_valid({"docker": {"transfer": "rsync"}})
+    with pytest.raises(LoadError, match="mount or copy"):
+        docker_settings({"transfer": "rsync"})
+
+
 def test_cli_prints_the_workspace_kinds(ws, monkeypatch):
     """Inside a workspace, `buildml schema build` includes its own kinds; `workspace` prints buildml.yaml's."""
     ws.write("buildml.yaml", "templates: {gpu_model: {kind: model, resources: {gpus: 1}}}\n")

@@ -87,6 +87,17 @@ def build_schema(registry: RuleRegistry) -> dict:
     }
 
 
+# buildml.yaml's docker: mapping (checked when the engine is first used: buildml/executors/docker/engine.py SETTINGS)
+DOCKER_SETTINGS = {
+    "host": {"type": "string", "description": "engine address (unix://, tcp://, ssh://); DOCKER_HOST wins over it, "
+                                              "it wins over Docker contexts"},
+    "registry": {"type": "string", "description": "where push: true pushes and missing images are looked for"},
+    "context_warn_mb": {"type": "number", "exclusiveMinimum": 0, "description": "warn above this image context size"},
+    "transfer": {"enum": ["mount", "copy"], "description": "mount binds the sandbox (the engine shares this disk); "
+                 "copy sends inputs as a tar and copies outs back (remote engines; the default for non-unix:// ones)"},
+}
+
+
 def workspace_schema() -> dict:
     """The schema of buildml.yaml: its top-level settings and the cache section (the loader checks the rest)."""
     settings = {name: {"description": doc} for name, doc in _SETTINGS.items()}
@@ -98,6 +109,7 @@ def workspace_schema() -> dict:
     for name in ("templates", "executors", "docker", "env"):
         settings[name]["type"] = ["object", "null"]
     settings["executor"]["type"] = "string"
+    settings["docker"].update(additionalProperties=False, properties=DOCKER_SETTINGS)
     return {"$schema": DRAFT, "title": "buildml buildml.yaml", "type": ["object", "null"],
             "additionalProperties": False, "properties": settings}
 

@@ -45,15 +45,29 @@ def default_repository(label) -> str:
 
 
 class Engine:
-    """A lazily created docker SDK client; `DOCKER_HOST` wins over the docker.host setting."""
+    """A lazily created docker SDK client for the engine `discovery.find_endpoint` names.
+
+    Precedence: DOCKER_HOST, then docker.host in buildml.yaml, then DOCKER_CONTEXT, then the docker CLI's current
+    context, then the default socket (see buildml/executors/docker/discovery.py).
+    """
 
     def __init__(self, settings: DockerSettings):
         self.settings = settings
         self._client = None
+        self._endpoint = None
+
+    @property
+    def endpoint(self):
+        """Where the engine is and where that came from (found once, on first use)."""
+        if self._endpoint is None:
+            from buildml.executors.docker.discovery import find_endpoint
+
+            self._endpoint = find_endpoint(self.settings.host)
+        return self._endpoint
 
     @property
     def host(self) -> str:
-        return os.environ.get("DOCKER_HOST") or self.settings.host or "unix:///var/run/docker.sock"
+        return self.endpoint.host
 
     @property
     def is_local(self) -> bool:
@@ -64,19 +78,34 @@ class Engine:
             self._client = self._connect()
         return self._client
 
+    def cli_env(self) -> dict:
+        """os.environ for a `docker` CLI process that must reach this same engine."""
+        return self.endpoint.cli_env(os.environ)
+
     def _connect(self):
         import docker
 
+        endpoint = self.endpoint
         try:
-            client = docker.DockerClient(base_url=self.host, use_ssh_client=self.host.startswith("ssh://"),
-                                         timeout=600)
+            if endpoint.host.startswith("ssh://"):
+                from buildml.executors.docker.ssh import ssh_client
+
+                return ssh_client(endpoint.host, timeout=600)
+            if endpoint.tls is None:
+                client = docker.DockerClient(base_url=endpoint.host, timeout=600)
+            else:  # the API version is asked only once the engine's own CA is sure to be used
+                from docker.constants import MINIMUM_DOCKER_API_VERSION
+
+                client = docker.DockerClient(base_url=endpoint.host, tls=endpoint.tls, timeout=600,
+                                             version=MINIMUM_DOCKER_API_VERSION)
+                _keep_engine_verify(client.api)
+                client.api._version = client.api._retrieve_server_version()
             client.ping()
             return client
         except docker.errors.DockerException as exc:
             raise EnvironmentProblem(
-                f"cannot reach the Docker engine at {self.host}: {_short(exc)}",
-                hint="start it (e.g. `sudo systemctl start docker`), point DOCKER_HOST or docker.host in buildml.yaml "
-                     "at a running engine, or run without containers: `buildml build --executor local`") from None
+                f"cannot reach the Docker engine at {endpoint.host} (from {endpoint.source}): {_short(exc)}",
+                hint=_unreachable_hint(endpoint)) from None
 
     def image_present(self, ref: str) -> bool:
         import docker
@@ -113,6 +142,34 @@ class Engine:
                                          hint="check `docker login` for the registry in docker.registry")
             if chunk.get("status"):
                 on_line(f"push: {chunk['status']} {chunk.get('progress', '')}".rstrip())
+
+
+def _keep_engine_verify(api) -> None:
+    """Verify the engine against its own CA (or not at all), as the docker CLI does, whatever REQUESTS_CA_BUNDLE says.
+
+    requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override the session's `verify`, which is where docker-py puts
+    the engine's ca.pem; a machine with a corporate bundle set would then reject every TLS engine.
+    """
+    merge = api.merge_environment_settings
+
+    def engine_verify(url, proxies, stream, verify, cert):
+        settings = merge(url, proxies, stream, verify, cert)
+        settings["verify"] = api.verify if verify is None else verify
+        return settings
+
+    api.merge_environment_settings = engine_verify
+
+
+def _unreachable_hint(endpoint) -> str:
+    where = ("start it (e.g. `sudo systemctl start docker`), point DOCKER_HOST or docker.host in buildml.yaml at a "
+             "running engine")
+    if endpoint.context:
+        where = (f"start the engine of context {endpoint.context!r}, pick another (`docker context use NAME`), or set "
+                 "DOCKER_HOST")
+    elif endpoint.host.startswith("ssh://"):
+        where = ("check that `ssh` reaches the host without a prompt (key, ~/.ssh/config, ssh-agent) and that its user "
+                 "can run `docker`")
+    return where + ", or run without containers: `buildml build --executor local`"
 
 
 def engine_error(exc, doing: str) -> EnvironmentProblem:

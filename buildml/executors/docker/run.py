@@ -199,8 +199,7 @@ class DockerExecutor(Executor):
         try:
             if self.copy:
                 send_workspace(container, request)
-            env = {**os.environ, "DOCKER_HOST": self.engine.host}
-            return subprocess.call(["docker", "start", "-a", "-i", container.id], env=env)
+            return subprocess.call(["docker", "start", "-a", "-i", container.id], env=self.engine.cli_env())
         finally:
             self._remove(container)
             self._give_back(request)
