@@ -65,3 +65,30 @@ def test_verify_without_targets_verifies_what_build_builds(ws):
     proc = ws.run("verify", check=0)
     assert "//:raw: identical" in proc.stdout
     assert "gate" not in proc.stdout
+
+
+def test_shared_options_on_test_status_and_cache_verify(ws, tmp_path):
+    """The options build declares work where a newcomer reaches for them: `test --color/--no-color`,
+    `status --param/--executor`, `cache verify --remote-cache URL` (the remote it checks)."""
+    ws.write("make.py", MAKE.format(3))
+    ws.write("params.yaml", "a: 1\n")
+    ws.write("BUILD.yaml", CHECKED.replace("    deps: [make.py]\n", "    deps: [make.py]\n    params: [a]\n", 1))
+    remote = (tmp_path / "remote").as_uri()
+    ws.run("build", "--remote-cache", remote, check=0)
+
+    proc = ws.run("status", "--param", "a=2", "--exit-code", check=1)  # as `build --param a=2` would see it
+    assert "//:raw: stale" in proc.stdout and "a" in proc.stdout
+    ws.run("status", "--exit-code", check=0)
+    ws.run("status", "--executor", "local", "--exit-code", check=0)
+    assert "nosuch" in ws.run("status", "--executor", "nosuch", check=2).stderr
+
+    colored = ws.run("test", "--color", "--no-cache-test-results", check=0).stdout
+    assert "\x1b[32mPASSED\x1b[0m" in colored and "//:gate" in colored
+    assert "\x1b[" not in ws.run("test", "--no-color", check=0).stdout
+    assert "\x1b[" not in ws.run("test", env=ws.env(FORCE_COLOR="1", NO_COLOR="1"), check=0).stdout
+
+    empty_local = ws.env(BUILDML_CACHE_DIR=str(tmp_path / "empty"))
+    assert ws.run("cache", "verify", env=empty_local, check=0).stdout.startswith("checked 0 blobs")
+    proc = ws.run("cache", "verify", "--remote-cache", remote, env=empty_local, check=0)
+    assert int(proc.stdout.split()[1]) > 0 and "no corrupt entries" in proc.stdout  # the remote's blobs
+    assert "no remote cache configured" in ws.run("cache", "verify", "--remote", check=2).stderr
