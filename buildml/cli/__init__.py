@@ -425,7 +425,7 @@ def cache():
 
 
 @cache.command()
-@click.option("--repair", is_flag=True, help="remove corrupt blobs")
+@click.option("--repair", is_flag=True, help="remove corrupt blobs and the entries that name them or do not parse")
 @click.option("--remote", is_flag=True, help="check the remote cache instead (read-only)")
 @click.option("--remote-cache", metavar="URL", help="the remote cache to check (implies --remote); overrides cache.remote")
 def verify(repair, remote, remote_cache):
@@ -439,7 +439,7 @@ def verify(repair, remote, remote_cache):
     for digest in report.corrupt_blobs:
         click.echo(f"corrupt blob {digest}" + (" (removed)" if repair else ""))
     for key, reason in report.bad_actions:
-        click.echo(f"bad entry {key}: {reason}")
+        click.echo(f"bad entry {key}: {reason}" + (" (removed)" if repair else ""))
     if report.ok:
         click.echo("no corrupt entries")
     return 0 if report.ok else 1
