@@ -107,3 +107,14 @@ def test_report_open_hands_the_file_url_to_the_browser(built, tmp_path):
     browser.chmod(0o755)
     ws.run("report", "--open", check=0, env=ws.env(BROWSER=f"{browser} %s"))
     assert opened.read_text().strip() == (ws.root / ".buildml" / "report.html").as_uri()
+    assert "no browser" not in ws.run("report", "--open", check=0, env=ws.env(BROWSER=f"{browser} %s")).stderr
+
+
+def test_report_open_without_a_browser_says_where_the_report_is(built):
+    """--open where no browser starts (here $BROWSER exits 1, as webbrowser sees a missing one): the report is
+    still written (exit 0) and a warning names its file:// URL instead of failing silently."""
+    ws, _, _ = built
+    proc = ws.run("report", "--open", check=0, env=ws.env(BROWSER="false", DISPLAY=""))
+    url = (ws.root / ".buildml" / "report.html").as_uri()
+    assert f"no browser could open the report; open {url} yourself" in proc.stderr
+    assert "BROWSER" in proc.stderr and "Traceback" not in proc.stderr

@@ -354,10 +354,13 @@ def report(out, open_it):
     path, logs = write_report(record, Path(out or session.ws.state_dir / "report.html"), session.store.read_bytes)
     shown = os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd().resolve()) else path
     click.echo(f"wrote {shown} ({len(record['targets'])} targets, {logs} logs next to it)")
-    if open_it:
+    if open_it:  # the report is written either way: no browser is a warning (exit 0), with where to find it
         import webbrowser
 
-        webbrowser.open(path.resolve().as_uri())
+        url = path.resolve().as_uri()
+        if not webbrowser.open(url):
+            click.echo(f"buildml: warning: no browser could open the report; open {url} yourself\n"
+                       "  hint: set $BROWSER to a browser command, or copy the file to a machine with one", err=True)
     return 0
 
 
