@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from buildml.report.html import cache_hit_rate, critical_path
+from buildml.report.html import CRITICAL_COLOUR, STATUS_COLOURS, cache_hit_rate, critical_path
 from conftest import EXAMPLES, WS
 
 # The documented screenshot command (README, "Build report"), minus the file names.
@@ -48,7 +48,10 @@ def test_chromium_renders_every_target_of_a_real_build(built):
         assert ">executed<" in rows[label]
     assert f"cache hit rate (0 of {len(labels)})" in dom
     assert re.search(r"<td>metrics\.json</td><td>accuracy</td><td class=\"num\">0\.9\d+</td>", dom)
-    assert "Critical path (red outline): //:prepare → //:train → //:evaluate" in html.unescape(dom)
+    assert "Critical path (violet outline): //:prepare → //:train → //:evaluate" in html.unescape(dom)
+    outlines = re.findall(r'stroke="(#[0-9a-f]{6})" stroke-width="2"', dom)  # the critical path's bars
+    assert outlines == [CRITICAL_COLOUR] * 3 and CRITICAL_COLOUR not in STATUS_COLOURS.values()  # never failure red
+    assert STATUS_COLOURS["failed"] not in out.read_text()  # nothing of a build without failures is red
 
 
 def test_report_links_to_logs_written_next_to_it(built):
