@@ -402,7 +402,7 @@ def log(target):
 @click.option("--all", "everything", is_flag=True, help="also forget the workspace state (.buildml/, but displaced/)")
 @click.option("--displaced", is_flag=True, help="also delete .buildml/displaced/ (files builds moved aside)")
 def clean(everything, displaced):
-    """Remove the outputs buildml wrote into the workspace, if unchanged since (the cache is kept).
+    """Remove the outputs buildml wrote into the workspace (buildml-out/@SHA/ of --at builds too), if unchanged since.
 
     An output edited since buildml wrote it is left and listed; nothing is removed through a symlink.
     """
