@@ -152,6 +152,8 @@ def test_detach_status_then_attach_runs_once(tmp_path, moto_server, ray_cluster)
     assert "//:slow: running on cluster" in status or "//:slow: finished" in status
     proc = ws.run("build", "-vv", "//:slow", check=0)
     assert "//:slow> tick 0" in proc.stdout  # the whole log, from the start of the detached run
+    assert "ATTACH    //:slow [cluster] attached to the run" in proc.stdout  # not announced as a new run
+    assert "RUN       //:slow" not in proc.stdout
     assert ws.read("slow/done.txt") == "done"
     assert runs_started(tmp_path) == 1
     assert "remote_running\": []" in ws.run("status", "--json", check=0).stdout

@@ -188,6 +188,19 @@ class RayExecutor(Executor):
             raise Detached(f"{how} {self.name} (ray {self.address}); it goes on without this build", self.name)
         return self._follow(run, request)
 
+    def attaching(self, action) -> str:
+        """A detached (or another client's) run of action's key: finished, with its record in the remote cache, or
+        still running as the named actor. Best effort: any failure here is left for run() to report."""
+        try:
+            if ray_task.read_record(self.remote, action.key) is not None:
+                return f"attached to the run that finished on {self.name} (ray {self.address}): collecting its result"
+            self._ray().get_actor(actor_name(action.key), namespace=self.namespace)
+        except ValueError:  # no actor of that name: a new run
+            return ""
+        except Exception:  # noqa: BLE001 - the cluster or the remote is unreachable: run() says so
+            return ""
+        return f"attached to the run already going on {self.name} (ray {self.address}), not a new one"
+
     def _attach(self, key: str) -> Run | None:
         try:
             handle = self._ray().get_actor(actor_name(key), namespace=self.namespace)
