@@ -175,6 +175,8 @@ def build(targets, jobs, keep_going, params, as_json, verbose, quiet, color, rem
 
     noop = NoopCertificate(click.get_current_context().params)
     if noop.replay(lambda show: _display(as_json, verbose, quiet, color, show=show)) is not None:
+        if verbose and not as_json:
+            click.echo("no-op certificate: used: nothing it records changed, so nothing was loaded or hashed", err=True)
         return 0
     from buildml.api import Options
     from buildml.engine.scheduler import exit_status
@@ -194,7 +196,11 @@ def build(targets, jobs, keep_going, params, as_json, verbose, quiet, color, rem
         finished = session.build(targets)
     finally:
         getattr(display, "close", lambda: None)()
-    noop.certify(session, finished)
+    why_not = noop.certify(session, finished)
+    if verbose and not as_json:  # why the next identical build does (or does not) answer from stats alone
+        click.echo("no-op certificate: " + (f"not written: {why_not}" if why_not else  # stderr: stdout is the build's
+                                            "written: the next identical build answers from stats, without loading"),
+                   err=True)
     from buildml.executors.remote_runs import detached_lines  # --detach: what was submitted (buildml/remote_runs.py)
 
     for line in detached_lines(finished):
