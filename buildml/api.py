@@ -370,7 +370,7 @@ class Session:
     def clean(self, everything: bool = False, displaced: bool = False):
         """Remove the outputs buildml wrote that are still as it wrote them (and, with everything, the workspace
         state but .buildml/displaced/; with displaced, that too). A Cleaned says what went and what stayed."""
-        from buildml.engine.clean import Cleaned, clean_state_dir, remove_outputs, remove_variant_trees
+        from buildml.engine.clean import Cleaned, clean_state_dir, remove_at_trees, remove_outputs, remove_variant_trees
 
         labels = list(self.graph.specs)  # a workspace that does not load is an error before anything is touched
         cleaned = Cleaned()
@@ -380,6 +380,7 @@ class Session:
         self.state.flush()
         self.state.close()
         remove_variant_trees(self.ws.root, cleaned)
+        remove_at_trees(self.ws.root, cleaned)
         clean_state_dir(self.ws.root / STATE_DIR, everything, displaced, cleaned)
         return cleaned
 

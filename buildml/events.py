@@ -69,6 +69,7 @@ class TargetStarted:
     label: Label
     executor: str
     reasons: tuple = ()
+    attached: str = ""  # not a new run: how it joins one under way (Executor.attaching)
 
 
 @dataclass(frozen=True)

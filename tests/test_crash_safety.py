@@ -150,6 +150,28 @@ def test_corrupt_blob_is_never_restored(ws):
     assert ws.read("out.txt") == "good\n"
 
 
+def test_verify_repair_forgets_the_entries_of_removed_blobs(ws):
+    """`cache verify --repair` removes a corrupt blob and the entry naming it: verify is clean after, and the next
+    build re-executes the target instead of trusting an entry whose output is gone."""
+    ws.write("BUILD.yaml", "targets:\n  a:\n    command: echo good > out.txt\n    outs: [out.txt]\n"
+                           "  b:\n    command: echo other > b.txt\n    outs: [b.txt]\n")
+    ws.run("build", check=0)
+    blob = next(p for p in (ws.cache / "cas").rglob("*") if p.is_file() and p.read_bytes() == b"good\n")
+    os.chmod(blob, 0o644)
+    blob.write_bytes(b"evil\n")
+    proc = ws.run("cache", "verify", "--repair", check=1)
+    assert "corrupt blob" in proc.stdout and "(removed)" in proc.stdout
+    assert "bad entry" in proc.stdout and "missing blobs for out.txt (removed)" in proc.stdout
+    proc = ws.run("cache", "verify", check=0)
+    assert "no corrupt entries" in proc.stdout and "1 action-cache entries" in proc.stdout  # b's entry is kept
+    (ws.root / "out.txt").unlink()
+    (ws.root / "b.txt").unlink()
+    summary, events = ws.build_json()
+    assert {e["target"]: e["status"] for e in events} == {"//:a": "executed", "//:b": "cached"}
+    assert ws.read("out.txt") == "good\n"
+    assert "no corrupt entries" in ws.run("cache", "verify", check=0).stdout
+
+
 def _interrupt_mid_build(ws, sig):
     marker = f"buildml-interrupt-marker-{sig}"
     ws.write("BUILD.yaml", "targets:\n" + "".join(

@@ -233,3 +233,20 @@ def test_a_failing_variant_fails_the_sweep_and_ranks_last(repo):
     assert "FAILED //:train" in text
     row = next(l for l in text.splitlines() if l.startswith("1 "))  # no --sort: sweep order, -1 first
     assert row.split()[2] == "-1" and row.split()[-1] == "FAILED"
+
+
+def test_sort_is_checked_before_the_sweep_runs(repo, ws):
+    """--sort without any metrics target fails before a variant runs; an unknown metric stops the sweep after the first variant."""
+    ws.write("params.yaml", "a: 1\n")
+    ws.write("BUILD.yaml", "targets:\n  make:\n    command: echo ran >> ../ran.txt; echo x > out.txt\n"
+                           "    params: [a]\n    outs: [out.txt]\n")
+    proc = ws.run("build", "//:make", "--sweep", "a=1,2,3", "--sort", "accuracy", check=2)
+    assert "--sort accuracy: no target of this sweep declares metrics" in proc.stderr
+    assert "variant" not in proc.stdout and not (ws.root / "buildml-out/sweep").exists()  # nothing was built
+    lines = [json.loads(l) for l in repo.run("build", "//:train", "--sweep", "train.C=0.25,0.3,0.35,0.4", "--sort", "acuracy",
+                                             "--jobs", "1", "--json", check=2).stdout.splitlines()]
+    variants = [l for l in lines if l["event"] == "variant"]
+    assert len(variants) < 4 and variants[0]["ok"]  # stopped once the first variant's metrics lacked it
+    error = lines[-1]
+    assert "acuracy: no such metric" in json.dumps(error) and "accuracy" in json.dumps(error)
+    assert "sweep was stopped" in json.dumps(error)

@@ -185,3 +185,27 @@ def test_at_from_a_workspace_in_a_subdirectory(tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = repo / "ml" / "buildml-out" / f"@{short(repo, first)}" / "pkg" / "t.txt"
     assert out.read_text() == "v1\n" and not (repo / "ml" / "pkg" / "t.txt").exists()
+
+
+def test_clean_all_removes_the_at_trees_buildml_wrote(ws):
+    """`clean --all` cleans buildml-out/@<sha>/ as it cleans the work tree: the outputs --at wrote go (empty
+    directories too), a user's file there stays and is listed, and what the --at build moved aside is kept."""
+    ws.write("BUILD.yaml", "targets:\n  a:\n    command: echo hi > out.txt; mkdir -p d; echo x > d/y.txt\n"
+                           "    outs: [out.txt, d/]\n")
+    init_repo(ws.root)
+    sha = commit(ws.root, "A")
+    tree = ws.root / "buildml-out" / f"@{short(ws.root, sha)}"
+    ws.write(f"{tree.relative_to(ws.root)}/out.txt", "mine\n")  # a user's file where --at will write: moved aside
+    ws.run("build", "--at", "HEAD", check=0)
+    assert (tree / "out.txt").read_text() == "hi\n" and (tree / "d/y.txt").read_text() == "x\n"
+    (tree / "notes.txt").write_text("the user's\n")
+
+    proc = ws.run("clean", "--all", check=0)
+    assert "removed 2 output files" in proc.stdout
+    rel = tree.relative_to(ws.root).as_posix()
+    assert f"{rel}/notes.txt: not written by buildml" in proc.stdout
+    assert sorted(p.name for p in tree.rglob("*")) == ["notes.txt"]  # out.txt, d/y.txt and d/ are gone
+    moved = [p for p in (ws.root / ".buildml").rglob("*") if p.is_file() and p.read_text() == "mine\n"]
+    assert len(moved) == 1 and "displaced" in moved[0].parts
+    _, events = ws.build_json("--at", "HEAD")
+    assert [e["status"] for e in events] == ["cached"] and (tree / "out.txt").read_text() == "hi\n"

@@ -377,3 +377,44 @@ def test_only_the_newest_certificates_are_kept(tmp_path):
     kept = sorted(p.name for p in (tmp_path / "noop").iterdir())
     assert kept == [f"{i:032x}.json" for i in range(3, KEEP + 3)]
     assert read_certificate(cert_path(tmp_path, f"{KEEP + 2:032x}"))["paths"] == ["a"]
+
+
+def test_local_typed_executors_and_local_endpoints_are_certified_and_build_v_says_why_not(ws):
+    """The main job's shape: a model on a buildml.yaml executor of type local and an endpoint built on the local
+    executor (a descriptor file, no image) are certified; the certificate still sees an edit to the endpoint's
+    code; `build -v` says whether it wrote one and, if not, why."""
+    ws.write("buildml.yaml", "executor: local\nexecutors:\n  trainer: {type: local}\n")
+    ws.write("BUILD.yaml", """\
+        targets:
+          train:
+            kind: model
+            executor: trainer
+            command: echo model > model.pkl
+            outs: [model.pkl]
+          serve:
+            kind: endpoint
+            models: [":train"]
+            command: python3 app.py
+            deps: [app.py]
+            port: 8080
+          check:
+            kind: test
+            command: test -f model.pkl
+            deps: [model.pkl]
+        """)
+    ws.write("app.py", "print('serving')\n")
+    proc = ws.run("build", "-v", "//:train", "//:serve", check=0)
+    assert "no-op certificate: not written: //:train was executed: only a build that finds everything up to date" \
+        in proc.stderr
+    time.sleep(SETTLE)
+    proc = ws.run("build", "-v", "//:train", "//:serve", check=0)
+    assert "no-op certificate: written" in proc.stderr
+    assert "no-op certificate: used" in ws.run("build", "-v", "//:train", "//:serve", check=0).stderr
+    summary, events, certified = build(ws, "//:train", "//:serve")
+    assert certified and statuses(events) == {"//:train": "up-to-date", "//:serve": "up-to-date"}
+    ws.write("app.py", "print('serving v2')\n")
+    summary, events, certified = build(ws, "//:train", "//:serve")
+    assert not certified and statuses(events) == {"//:train": "up-to-date", "//:serve": "executed"}
+    ws.run("build", "//:check", check=0)
+    time.sleep(SETTLE)
+    assert "no-op certificate: not written: //:check is a test" in ws.run("build", "-v", "//:check", check=0).stderr

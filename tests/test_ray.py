@@ -156,6 +156,8 @@ def test_detach_status_then_attach_runs_once(tmp_path, moto_server, ray_cluster)
     assert "//:slow: running on cluster" in status or "//:slow: finished" in status
     proc = ws.run("build", "-vv", "//:slow", check=0)
     assert "//:slow> tick 0" in proc.stdout  # the whole log, from the start of the detached run
+    assert "ATTACH    //:slow [cluster] attached to the run" in proc.stdout  # not announced as a new run
+    assert "RUN       //:slow" not in proc.stdout
     assert ws.read("slow/done.txt") == "done"
     assert runs_started(tmp_path) == 1
     assert "remote_running\": []" in ws.run("status", "--json", check=0).stdout
@@ -238,3 +240,38 @@ def test_example_repo_trains_on_the_gpu_node(tmp_path, moto_server, ray_cluster)
     models.write_text(models.read_text().replace("gpus: 1}", "gpus: 2}"))
     proc = ws.run("build", "--param", "train.C=0.3", "//models:classifier", check=2, timeout=60)  # stale: resources are not keyed
     assert "gpus: 2" in proc.stdout + proc.stderr
+
+
+def test_nodes_run_the_clients_own_buildml_with_a_merged_runtime_env(tmp_path, moto_server, ray_cluster):
+    """The client ships its own buildml to the actors (runtime_env py_modules): a client whose buildml says another
+    version is the one the node ran. A configured runtime_env is merged with it (its env_vars and the declared
+    secrets both arrive), not replaced; ship_buildml: false leaves the nodes their own buildml."""
+    from conftest import REPO
+
+    client = tmp_path / "client"
+    shutil.copytree(REPO / "buildml", client / "buildml", ignore=shutil.ignore_patterns("__pycache__"))
+    init = client / "buildml" / "__init__.py"
+    init.write_text(init.read_text().replace('__version__ = "', '__version__ = "9.9.9+client-'))
+    ws = workspace(tmp_path, "ship", moto_server, ray_cluster.address, moto_server.bucket(),
+                   runtime_env={"env_vars": {"FROM_USER": "kept"}})
+    ws.write("BUILD.yaml", """\
+        targets:
+          who:
+            executor: cluster
+            command: python -c "import os; open('who.txt', 'w').write(str(len(os.environ['TOKEN'])))"
+            secrets: [TOKEN]
+            outs: [who.txt]
+        """)
+    env = ws.env(PYTHONPATH=str(client), TOKEN="s3cr3t")
+    proc = ws.run("build", "//:who", env=env, check=0)
+    assert ws.read("who.txt") == "6", proc.stdout  # the secret merged into the user's env_vars
+    provenance = json.loads(ws.run("show", "//:who", "--json", env=env, check=0).stdout)["provenance"]
+    assert provenance["ray_buildml"].startswith("9.9.9+client-")  # the node imported the client's copy
+
+    settings = json.loads(ws.read("buildml.yaml"))
+    settings["executors"]["cluster"]["ship_buildml"] = False
+    ws.write("buildml.yaml", json.dumps(settings))
+    ws.write("BUILD.yaml", ws.read("BUILD.yaml").replace("who.txt", "who2.txt"))
+    ws.run("build", "//:who", env=env, check=0)
+    provenance = json.loads(ws.run("show", "//:who", "--json", env=env, check=0).stdout)["provenance"]
+    assert not provenance["ray_buildml"].startswith("9.9.9")  # the node's own install

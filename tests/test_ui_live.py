@@ -192,3 +192,34 @@ def test_ci_and_dumb_terminals_get_plain_lines_and_force_color_colours_pipes(ws,
     (ws.root / "BUILD.yaml").write_text("targets:\n  a:\n    command: echo plain\n")
     plain = ws.run("build", "//...", check=0, env=ws.env(FORCE_COLOR="1", NO_COLOR="1")).stdout
     assert "\x1b[" not in plain
+
+
+def test_an_attached_run_is_not_shown_as_a_new_run():
+    """A TargetStarted that attaches (a detached remote run) reads ATTACH in plain lines (and in the JSON
+    'started' line), and 'attached' in the live view, never RUN / 'running'."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from buildml.events import BuildStarted, TargetStarted
+    from buildml.labels import Label
+    from buildml.report.console import JsonReporter, PlainReporter
+    from buildml.report.live import LiveReporter
+
+    label, how = Label("", "train"), "attached to the run already going on gpu (ray auto), not a new one"
+    plain = io.StringIO()
+    PlainReporter(plain)(TargetStarted(label, "gpu", ("never built",), how))
+    assert f"ATTACH    //:train [gpu] {how}" in plain.getvalue() and "RUN" not in plain.getvalue()
+    lines = io.StringIO()
+    JsonReporter(lines)(TargetStarted(label, "gpu", (), how))
+    assert json.loads(lines.getvalue())["attached"] == how
+    reporter = LiveReporter(console=Console(file=io.StringIO(), width=120))
+    reporter(BuildStarted((label,)))
+    reporter(TargetStarted(label, "gpu", (), how))
+    out = Console(file=io.StringIO(), width=120, color_system=None)
+    out.print(reporter)
+    try:
+        assert re.search(r"attached\s+//:train", out.file.getvalue()), out.file.getvalue()
+    finally:
+        reporter.close()

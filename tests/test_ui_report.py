@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from buildml.report.html import cache_hit_rate, critical_path
+from buildml.report.html import CRITICAL_COLOUR, STATUS_COLOURS, cache_hit_rate, critical_path
 from conftest import EXAMPLES, WS
 
 # The documented screenshot command (README, "Build report"), minus the file names.
@@ -48,7 +48,10 @@ def test_chromium_renders_every_target_of_a_real_build(built):
         assert ">executed<" in rows[label]
     assert f"cache hit rate (0 of {len(labels)})" in dom
     assert re.search(r"<td>metrics\.json</td><td>accuracy</td><td class=\"num\">0\.9\d+</td>", dom)
-    assert "Critical path (red outline): //:prepare → //:train → //:evaluate" in html.unescape(dom)
+    assert "Critical path (violet outline): //:prepare → //:train → //:evaluate" in html.unescape(dom)
+    outlines = re.findall(r'stroke="(#[0-9a-f]{6})" stroke-width="2"', dom)  # the critical path's bars
+    assert outlines == [CRITICAL_COLOUR] * 3 and CRITICAL_COLOUR not in STATUS_COLOURS.values()  # never failure red
+    assert STATUS_COLOURS["failed"] not in out.read_text()  # nothing of a build without failures is red
 
 
 def test_report_links_to_logs_written_next_to_it(built):
@@ -107,3 +110,14 @@ def test_report_open_hands_the_file_url_to_the_browser(built, tmp_path):
     browser.chmod(0o755)
     ws.run("report", "--open", check=0, env=ws.env(BROWSER=f"{browser} %s"))
     assert opened.read_text().strip() == (ws.root / ".buildml" / "report.html").as_uri()
+    assert "no browser" not in ws.run("report", "--open", check=0, env=ws.env(BROWSER=f"{browser} %s")).stderr
+
+
+def test_report_open_without_a_browser_says_where_the_report_is(built):
+    """--open where no browser starts (here $BROWSER exits 1, as webbrowser sees a missing one): the report is
+    still written (exit 0) and a warning names its file:// URL instead of failing silently."""
+    ws, _, _ = built
+    proc = ws.run("report", "--open", check=0, env=ws.env(BROWSER="false", DISPLAY=""))
+    url = (ws.root / ".buildml" / "report.html").as_uri()
+    assert f"no browser could open the report; open {url} yourself" in proc.stderr
+    assert "BROWSER" in proc.stderr and "Traceback" not in proc.stderr

@@ -80,29 +80,49 @@ def _out_options(f):
                         help="put outputs under DIR (with --at, default buildml-out/@SHA)")(f)
 
 
+COLOR_HELP = "colour the output (default: on a terminal; NO_COLOR turns it off, FORCE_COLOR on)"
+EXECUTOR_HELP = "run targets on NAME: local (here, ignoring image:), docker, or an executor of buildml.yaml"
+REMOTE_CACHE_HELP = "shared remote cache (any fsspec URL); overrides cache.remote"
+
+# One declaration per option that several commands take, so each reads and behaves the same everywhere.
+_param_option = click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="override a param for this run")
+_color_option = click.option("--color/--no-color", default=None, help=COLOR_HELP)
+_executor_option = click.option("--executor", metavar="NAME", help=EXECUTOR_HELP)
+_remote_cache_option = click.option("--remote-cache", metavar="URL", help=REMOTE_CACHE_HELP)
+
+
 def _run_options(f):
     """The options `build` and `test` share."""
     for option in reversed([
         click.option("-j", "--jobs", type=click.IntRange(min=1), help="actions to run at once (default: cores)"),
         click.option("-k", "--keep-going", is_flag=True, help="keep going after a failure"),
-        click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="override a param for this run"),
+        _param_option,
         click.option("--json", "as_json", is_flag=True, help=JSON_HELP),
         click.option("-v", "--verbose", count=True, help="more output (-vv: action logs)"),
         click.option("-q", "--quiet", is_flag=True, help="only failures and the summary"),
-        click.option("--remote-cache", metavar="URL", help="shared remote cache (any fsspec URL); overrides cache.remote"),
+        _remote_cache_option,
         click.option("--remote-upload/--no-remote-upload", default=None,
                      help="upload results to the remote cache (default: cache.upload)"),
+        _color_option,
+        _executor_option,
     ]):
         f = option(f)
     return f
 
 
-def _reporter(as_json: bool, verbose: int, quiet: bool, show=()):
+def _reporter(as_json: bool, verbose: int, quiet: bool, show=(), color=False):
     from buildml.report.console import JsonReporter, PlainReporter
 
     if as_json:
         return JsonReporter()
-    return PlainReporter(verbosity=0 if quiet else 1 + verbose, show_outputs=show)
+    return PlainReporter(_stdout(color), verbosity=0 if quiet else 1 + verbose, show_outputs=show)
+
+
+def _stdout(color):
+    """stdout, colouring each line's status word when `color` (True, or --color/--no-color's None: decide)."""
+    from buildml.report.color import ColorStream, use_color
+
+    return ColorStream(sys.stdout) if color is not False and use_color(color, sys.stdout) else sys.stdout
 
 
 def _display(as_json: bool, verbose: int, quiet: bool, color, show=()):
@@ -129,10 +149,6 @@ def _recorded(session, display, command: str = "build"):
                              {label: spec.plots for label, spec in session.graph.specs.items() if spec.plots}), display)
 
 
-COLOR_HELP = "colour the output (default: on a terminal; NO_COLOR turns it off, FORCE_COLOR on)"
-EXECUTOR_HELP = "run targets on NAME: local (here, ignoring image:), docker, or an executor of buildml.yaml"
-
-
 def _overrides(params) -> dict:
     from buildml.load.params import parse_override
 
@@ -148,8 +164,6 @@ def cli():
 @cli.command()
 @click.argument("targets", nargs=-1, shell_complete=complete_labels)
 @_run_options
-@click.option("--color/--no-color", default=None, help=COLOR_HELP)
-@click.option("--executor", metavar="NAME", help=EXECUTOR_HELP)
 @click.option("--detach", is_flag=True, help="submit remote (ray) actions and return; a later build attaches")
 @_at_option
 @_out_options
@@ -161,6 +175,8 @@ def build(targets, jobs, keep_going, params, as_json, verbose, quiet, color, rem
 
     noop = NoopCertificate(click.get_current_context().params)
     if noop.replay(lambda show: _display(as_json, verbose, quiet, color, show=show)) is not None:
+        if verbose and not as_json:
+            click.echo("no-op certificate: used: nothing it records changed, so nothing was loaded or hashed", err=True)
         return 0
     from buildml.api import Options
     from buildml.engine.scheduler import exit_status
@@ -180,7 +196,11 @@ def build(targets, jobs, keep_going, params, as_json, verbose, quiet, color, rem
         finished = session.build(targets)
     finally:
         getattr(display, "close", lambda: None)()
-    noop.certify(session, finished)
+    why_not = noop.certify(session, finished)
+    if verbose and not as_json:  # why the next identical build does (or does not) answer from stats alone
+        click.echo("no-op certificate: " + (f"not written: {why_not}" if why_not else  # stderr: stdout is the build's
+                                            "written: the next identical build answers from stats, without loading"),
+                   err=True)
     from buildml.executors.remote_runs import detached_lines  # --detach: what was submitted (buildml/remote_runs.py)
 
     for line in detached_lines(finished):
@@ -196,11 +216,10 @@ def build(targets, jobs, keep_going, params, as_json, verbose, quiet, color, rem
 @click.option("--no-cache-test-results", is_flag=True, help="re-run tests even when a passing result is cached")
 @click.option("--retries", type=click.IntRange(min=0), help="re-run a failing test up to N times (passes are flaky)")
 @click.option("--junit-xml", type=click.Path(dir_okay=False), help="write a JUnit XML report here")
-@click.option("--executor", metavar="NAME", help=EXECUTOR_HELP)
 @_at_option
 @_out_options
-def test(targets, jobs, keep_going, params, as_json, verbose, quiet, remote_cache, remote_upload,
-         no_cache_test_results, retries, junit_xml, at, out, update_lock, executor):
+def test(targets, jobs, keep_going, params, as_json, verbose, quiet, remote_cache, remote_upload, color, executor,
+         no_cache_test_results, retries, junit_xml, at, out, update_lock):
     """Run the test targets matched by TARGETS (default //...), building what they need; passes are cached."""
     from buildml.api import Options
     from buildml.engine.scheduler import exit_status
@@ -212,8 +231,8 @@ def test(targets, jobs, keep_going, params, as_json, verbose, quiet, remote_cach
                       out_root=out and os.path.abspath(out), update_lock=update_lock, executor=executor)
     early: list = []
     session = _session(options, emit=early.append, at=at)
-    reporter = _reporter(as_json, verbose, quiet)
-    session.emit = _recorded(session, reporter if as_json else TestReporter(reporter), "test")
+    reporter = _reporter(as_json, verbose, quiet, color=color)
+    session.emit = _recorded(session, reporter if as_json else TestReporter(reporter, _stdout(color)), "test")
     for event in early:
         session.emit(event)
     finished = session.test(targets)
@@ -229,10 +248,14 @@ def test(targets, jobs, keep_going, params, as_json, verbose, quiet, remote_cach
 @click.option("--live", is_flag=False, flag_value="", default=None, metavar="[URL]",
               help="for one endpoint: does the running server (the one `buildml run` started, or the one at URL) "
                    "serve what the graph builds now, and if not, what changed")
+@_param_option
+@_executor_option
 @_at_option
-def status(targets, as_json, exit_code, live, at):
+def status(targets, as_json, exit_code, live, params, executor, at):
     """Show which targets are stale and why (nothing is built)."""
-    session = _session(at=at)
+    from buildml.api import Options
+
+    session = _session(Options(param_overrides=_overrides(params), executor=executor), at=at)
     if live is not None:
         return _status_live(session, targets, live, as_json, exit_code)
     finished = session.build(targets, dry_run=True)
@@ -368,10 +391,13 @@ def report(out, open_it):
     path, logs = write_report(record, Path(out or session.ws.state_dir / "report.html"), session.store.read_bytes)
     shown = os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd().resolve()) else path
     click.echo(f"wrote {shown} ({len(record['targets'])} targets, {logs} logs next to it)")
-    if open_it:
+    if open_it:  # the report is written either way: no browser is a warning (exit 0), with where to find it
         import webbrowser
 
-        webbrowser.open(path.resolve().as_uri())
+        url = path.resolve().as_uri()
+        if not webbrowser.open(url):
+            click.echo(f"buildml: warning: no browser could open the report; open {url} yourself\n"
+                       "  hint: set $BROWSER to a browser command, or copy the file to a machine with one", err=True)
     return 0
 
 
@@ -413,7 +439,7 @@ def log(target):
 @click.option("--all", "everything", is_flag=True, help="also forget the workspace state (.buildml/, but displaced/)")
 @click.option("--displaced", is_flag=True, help="also delete .buildml/displaced/ (files builds moved aside)")
 def clean(everything, displaced):
-    """Remove the outputs buildml wrote into the workspace, if unchanged since (the cache is kept).
+    """Remove the outputs buildml wrote into the workspace (buildml-out/@SHA/ of --at builds too), if unchanged since.
 
     An output edited since buildml wrote it is left and listed; nothing is removed through a symlink.
     """
@@ -439,18 +465,21 @@ def cache():
 
 
 @cache.command()
-@click.option("--repair", is_flag=True, help="remove corrupt blobs")
+@click.option("--repair", is_flag=True, help="remove corrupt blobs and the entries that name them or do not parse")
 @click.option("--remote", is_flag=True, help="check the remote cache instead (read-only)")
-def verify(repair, remote):
+@click.option("--remote-cache", metavar="URL", help="the remote cache to check (implies --remote); overrides cache.remote")
+def verify(repair, remote, remote_cache):
     """Re-hash every blob and check every action-cache entry."""
+    from buildml.api import Options
     from buildml.store.admin import verify as run_verify, verify_target
 
-    report = run_verify(verify_target(_session().store, remote, repair), repair)
+    session = _session(Options(remote_cache=remote_cache))
+    report = run_verify(verify_target(session.store, remote or bool(remote_cache), repair), repair)
     click.echo(f"checked {report.blobs} blobs and {report.actions} action-cache entries")
     for digest in report.corrupt_blobs:
         click.echo(f"corrupt blob {digest}" + (" (removed)" if repair else ""))
     for key, reason in report.bad_actions:
-        click.echo(f"bad entry {key}: {reason}")
+        click.echo(f"bad entry {key}: {reason}" + (" (removed)" if repair else ""))
     if report.ok:
         click.echo("no corrupt entries")
     return 0 if report.ok else 1
@@ -552,7 +581,7 @@ def _transfer(direction, targets, remote_cache):
 
 @cache.command()
 @click.argument("targets", nargs=-1)
-@click.option("--remote-cache", metavar="URL", help="remote cache URL; overrides cache.remote")
+@_remote_cache_option
 def push(targets, remote_cache):
     """Upload the cached results of TARGETS to the remote cache."""
     return _transfer("push", targets, remote_cache)
@@ -560,7 +589,7 @@ def push(targets, remote_cache):
 
 @cache.command()
 @click.argument("targets", nargs=-1)
-@click.option("--remote-cache", metavar="URL", help="remote cache URL; overrides cache.remote")
+@_remote_cache_option
 def pull(targets, remote_cache):
     """Download the results of TARGETS from the remote cache into the local cache."""
     return _transfer("pull", targets, remote_cache)
@@ -584,7 +613,7 @@ def lock(targets):
 @click.argument("target")
 @_at_option
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
-@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="the build made with this --param override")
+@_param_option
 def show(target, at, as_json, params):
     """Show how TARGET's outputs were made (provenance) and where they are."""
     from buildml.api import Options

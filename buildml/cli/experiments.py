@@ -135,6 +135,7 @@ def build_sweep(targets, sweeps, sort_text, options, at, as_json, quiet) -> int:
     session = _session(options)
     labels = sw.sweep_labels(session, targets)
     sw.check_keys(session, labels, axes)
+    sw.check_sort(session, labels, sort)
     todo = sw.variants(session, axes, options.out_root)
     jobs = options.jobs or session.ws.settings.jobs or os.cpu_count() or 2
 
@@ -147,9 +148,19 @@ def build_sweep(targets, sweeps, sort_text, options, at, as_json, quiet) -> int:
     if not (as_json or quiet):
         click.echo(f"sweep: {len(todo)} variants of {', '.join(map(str, labels))}")
     done = []
+    checked, bad_sort = [], []  # --sort is checked on the first variant with metrics; a bad one stops the others
 
     def on_done(result):
+        if bad_sort and result.finished is None:
+            return  # never started: the sweep was stopped
         done.append(result)
+        if sort and result.metrics and not checked:
+            checked.append(result)
+            try:
+                sw.resolve_metric([result], sort.metric)
+            except UserError as exc:
+                bad_sort.append(exc)
+                sweep.stop()
         if as_json:  # a JSON line per variant as it ends; the summary object closes the output
             row = sw.report([result], axes, None)["variants"][0]
             click.echo(json.dumps({"event": "variant", **row}, sort_keys=True, default=str))
@@ -158,7 +169,13 @@ def build_sweep(targets, sweeps, sort_text, options, at, as_json, quiet) -> int:
             click.echo(text.render_variant(result, len(done), len(todo)))
             sys.stdout.flush()
 
-    results = sw.Sweep(".", options, labels, jobs, emit_for).run(todo, on_done)
+    sweep = sw.Sweep(".", options, labels, jobs, emit_for)
+    results = sweep.run(todo, on_done)
+    if bad_sort:
+        info = sw.report([r for r in results if r.finished is not None], axes, None)
+        _dump(info) if as_json else click.echo(text.render_sweep(info))
+        exc = bad_sort[0]
+        raise UserError(f"{exc.message} (in the first variant built; the sweep was stopped)", hint=exc.hint)
     try:
         info = sw.report(results, axes, sort)
     except UserError:  # an unknown --sort metric: still show what was built (a re-run is all cached)

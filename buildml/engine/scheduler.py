@@ -186,8 +186,9 @@ class Scheduler:
 
     def _execute(self, label, action, staged, reasons) -> Result:
         """Run the action (the runner asks the cache again under the action's lock)."""
-        executor = self.runner.executor_for(action.spec).name
-        self.emit(TargetStarted(label, executor, reasons))
+        runs_on = self.runner.executor_for(action.spec)
+        executor = runs_on.name
+        self.emit(TargetStarted(label, executor, reasons, runs_on.attaching(action)))
         attempts = 0
         while True:
             attempts += 1

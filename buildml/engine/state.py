@@ -107,6 +107,10 @@ class State:
             self._builds[label] = (key, record)
             self._dirty_builds[label] = (key, record)
 
+    def built_labels(self) -> list:
+        """The labels with a recorded last build."""
+        return sorted(self._load_builds())
+
     def forget_build(self, label: str) -> None:
         self._load_builds()
         with self._lock:

@@ -71,6 +71,11 @@ class Executor(Protocol):
         """The cpus/gpus/memory this executor reports, or None: not known (declared, machine or engine capacity)."""
         return None
 
+    def attaching(self, action) -> str:
+        """How running action would join a run already under way or finished elsewhere (a detached remote run),
+        e.g. 'attached to the run ... on gpu'; '' when it starts a new run (the default)."""
+        return ""
+
     def missing(self, action) -> str:
         """Why a result kept outside the store (e.g. an image in the Docker engine) is gone, or '' (nothing)."""
         return ""

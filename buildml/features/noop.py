@@ -25,6 +25,8 @@ SWITCH = "BUILDML_NOOP_CERTIFICATE"  # set to 0 to neither use nor write certifi
 ENV_NAMES = ("HOME", "XDG_CACHE_HOME", "DOCKER_HOST", "STORAGE_EMULATOR_HOST")  # and every BUILDML_* variable
 DISPLAY_ONLY = ("jobs", "keep_going", "as_json", "verbose", "quiet", "color")  # cannot change what a no-op does
 NEVER = ("at", "sweeps", "sort", "detach")  # command-line options that are never certified when set
+RACY = (f"a file it read changed within {RACY_NS // 10**9} s of the build (or since): stats cannot vouch for it yet; "
+        "the next no-op build writes it")
 
 
 def signature(path: str) -> list | None:
@@ -128,30 +130,31 @@ class NoopCertificate:
         return body if unchanged(root, body["paths"], body["sigs"], body["started_ns"]) else None
 
     # -- writing one --------------------------------------------------------------------------
-    def certify(self, session, finished) -> bool:
-        """Write the certificate when this build found everything up to date and stats can vouch for it."""
+    def certify(self, session, finished) -> str | None:
+        """Write the certificate when this build found everything up to date and stats can vouch for it: None
+        when written, else why not (`build -v` shows it)."""
         try:
-            return self._certifiable(session, finished) and self._write(session, finished)
-        except OSError:  # the certificate is only ever a shortcut: never fail a build over it
-            return False
+            return self._certifiable(session, finished) or self._write(session, finished)
+        except OSError as exc:  # the certificate is only ever a shortcut: never fail a build over it
+            return f"cannot write it: {exc.strerror or exc}"
 
-    def _write(self, session, finished) -> bool:
+    def _write(self, session, finished) -> str | None:
         from buildml.features.noop_paths import STATE_FILES, build_paths
 
         hasher = getattr(session, "hasher", None)
         if any(is_racy(sig, self.started_ns) for sig in list(getattr(hasher, "seen", {}).values())):
-            return False  # cheap early answer: a file read this build is still in the racy window
+            return RACY  # cheap early answer: a file read this build is still in the racy window
         labels = [r.label for r in finished.results]
         out_root = session.options.out_root or str(session.ws.root)
         paths = sorted(build_paths(session.ws, session.graph, labels, finished.results, out_root)
                        | set(getattr(session, "commit_files", ())))  # HEAD moves: record that commit's sources
         sigs = self._settled(paths)
         if sigs is None or not _as_hashed(dict(zip(paths, sigs)), hasher):
-            return False
+            return RACY
         state = [str(session.ws.state_dir / name) for name in STATE_FILES]  # written by this build: no racy rule
         state_sigs = [signature(p) for p in state]
         if state_sigs[0] is None:
-            return False
+            return "the workspace state (.buildml/state.db) is missing"
         shown = set(session.select(self.targets))
         cache = session.store.local
         body = {"fingerprint": self.fingerprint, "root": str(session.ws.root), "started_ns": self.started_ns,
@@ -159,21 +162,32 @@ class NoopCertificate:
                 "state": state, "state_sigs": state_sigs,
                 "targets": [[r.label.package, r.label.name, r.key, sorted(r.outputs), r.label in shown]
                             for r in finished.results]}
-        return write_certificate(cert_path(session.ws.state_dir, self.fingerprint), body)
+        written = write_certificate(cert_path(session.ws.state_dir, self.fingerprint), body)
+        return None if written else "cannot write it under .buildml/noop/"
 
-    def _certifiable(self, session, finished) -> bool:
-        """A build of this command line that found every target up to date, of kinds stats can vouch for."""
+    def _certifiable(self, session, finished) -> str | None:
+        """None for a build of this command line that found every target up to date, of kinds stats can vouch
+        for; else why not."""
         from buildml.events import Outcome
         from buildml.features.noop_paths import uncertifiable
 
-        if not self.enabled or self.warned or finished.interrupted or not finished.results:
-            return False
+        if not self.enabled:
+            return "turned off (--at, a sweep, --detach or BUILDML_NOOP_CERTIFICATE=0)"
+        if self.warned or finished.interrupted or not finished.results:
+            return "the build warned" if self.warned else "the build was interrupted or built nothing"
         if getattr(session.options, "state_dir", None) or getattr(session.options, "at_revision", None):
-            return False
-        if any(r.status != Outcome.UP_TO_DATE for r in finished.results):
-            return False
-        labels = [r.label for r in finished.results]
-        return uncertifiable(session.graph, labels) is None and str(session.ws.root) == find_root(self.cwd)
+            return "a build of a variant or of another revision"
+        busy = [r for r in finished.results if r.status != Outcome.UP_TO_DATE]
+        if busy:
+            return f"{busy[0].label} was {busy[0].status}: only a build that finds everything up to date is certified"
+        from buildml.load.executor_settings import executor_settings
+
+        settings = executor_settings(session.ws.settings)
+        local = tuple(n for n, c in settings.executors.items() if c.type == "local")
+        why = uncertifiable(session.graph, [r.label for r in finished.results], local)
+        if why:
+            return why
+        return None if str(session.ws.root) == find_root(self.cwd) else "run from inside a nested workspace"
 
     def _settled(self, paths) -> list | None:
         """The signatures of paths, or None when one is missing or changed since shortly before the build began."""

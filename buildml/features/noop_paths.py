@@ -15,20 +15,24 @@ from buildml.load.workspace import BUILD_FILE, DVC_DIR, ROOT_FILE, SKIP_DIRS
 GLOB_CHARS = frozenset("*?[")
 STATE_FILES = ("state.db", "state.db-wal")  # the last builds and the stat cache; no WAL file when no one has it open
 CERTIFIABLE_KINDS = frozenset({"command", "dataset", "model"})  # built-in kinds run by the local executor
+LOCAL_ENDPOINT = "endpoint"  # on a local executor an endpoint only writes its descriptor file (no serving image)
 
 
-def uncertifiable(graph, labels) -> str | None:
-    """Why a build of labels cannot be vouched for by stats alone, or None when it can."""
+def uncertifiable(graph, labels, local_executors=("local",)) -> str | None:
+    """Why a build of labels cannot be vouched for by stats alone, or None when it can. local_executors: the
+    executor names of type local (buildml.yaml may name more, e.g. `trainer: {type: local}`): the same local
+    executor runs them, a process here whose result is only files."""
     for label in labels:
         spec, target = graph.specs[label], graph.targets[label]
-        if target.kind not in CERTIFIABLE_KINDS or spec.kind not in CERTIFIABLE_KINDS:
+        kinds = CERTIFIABLE_KINDS | {LOCAL_ENDPOINT} if spec.image is None else CERTIFIABLE_KINDS
+        if target.kind not in kinds or spec.kind not in kinds:
             return f"{label} is a {target.kind} target"
         if spec.is_test:
             return f"{label} is a test"
         if spec.image is not None or spec.context_filter is not None:
             return f"{label} uses an image (the engine's images can vanish)"
-        if spec.executor not in (None, "local"):
-            return f"{label} runs on executor {spec.executor}"
+        if spec.executor not in (None, *local_executors):
+            return f"{label} runs on executor {spec.executor}, which is not of type local"
         if getattr(graph.inputs[label], "external", ()):
             return f"{label} reads external data"
     return None

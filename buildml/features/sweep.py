@@ -110,6 +110,16 @@ def sweep_labels(session, patterns) -> list:
     return chosen + extra
 
 
+def check_sort(session, labels, sort: Sort | None) -> None:
+    """Before anything runs: --sort needs a target of the sweep that declares `metrics:`."""
+    if sort is None:
+        return
+    specs = session.graph.specs
+    if not any(specs[l].metrics for l in session.graph.closure(labels) if not specs[l].is_test):
+        raise UserError(f"--sort {sort.metric}: no target of this sweep declares metrics",
+                        hint="sweep targets that declare `metrics:` (or whose downstream targets do)")
+
+
 def check_keys(session, labels, axes: dict) -> None:
     """Every swept key must be a param some target of the build selects."""
     selections = {(f, ks) for l in session.graph.closure(labels) for f, ks in session.graph.specs[l].params}
@@ -149,6 +159,12 @@ class Sweep:
         self._load_lock = threading.Lock()  # BUILD files are loaded (and the load cache written) one at a time
         self._sessions: dict = {}
         self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Start no further variant and stop the running ones' actions (the cache stays consistent)."""
+        self._stop.set()
+        for session in list(self._sessions.values()):
+            session.cancel_all()
 
     def run(self, todo: list[Variant], on_done=lambda result: None) -> list[VariantResult]:
         parallel = min(len(todo), self.jobs)

@@ -6,8 +6,9 @@ import os
 import re
 
 _STYLES = {"FAILED": "31;1", "BUILD FAILED": "31;1", "NOT BUILT": "33", "WARNING": "33",
-           "DONE": "32", "CACHED": "36", "RUN": "34", "UP-TO-DATE": "2"}
-_WORD = re.compile(r"^(\d\d:\d\d:\d\d )(BUILD FAILED|NOT BUILT|UP-TO-DATE|FAILED|WARNING|CACHED|DONE|RUN)\b")
+           "DONE": "32", "CACHED": "36", "RUN": "34", "ATTACH": "35", "UP-TO-DATE": "2",
+           "PASSED": "32", "FLAKY": "33", "NOT RUN": "33"}  # the last three: `buildml test` lines
+_WORD = re.compile(r"^(\d\d:\d\d:\d\d )(BUILD FAILED|NOT BUILT|NOT RUN|UP-TO-DATE|FAILED|WARNING|CACHED|DONE|RUN|ATTACH|PASSED|FLAKY)\b")
 
 
 def use_color(flag: bool | None, stream, env=None) -> bool:

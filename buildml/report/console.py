@@ -65,7 +65,10 @@ class PlainReporter:
             self._say(f"considering {len(event.targets)} targets", 2)
         elif isinstance(event, TargetStarted):
             why = "; ".join(event.reasons[:3]) + (f" (+{len(event.reasons) - 3} more)" if len(event.reasons) > 3 else "")
-            self._say(f"RUN       {event.label} [{event.executor}] {why}")
+            if event.attached:  # a detached run, followed (or collected) rather than started again
+                self._say(f"ATTACH    {event.label} [{event.executor}] {event.attached}")
+            else:
+                self._say(f"RUN       {event.label} [{event.executor}] {why}")
         elif isinstance(event, TargetLog):
             self._say(f"  {event.label}> {event.line}", 2)
         elif isinstance(event, TargetFinished):
@@ -118,7 +121,8 @@ class JsonReporter:
 
     def __call__(self, event) -> None:
         if isinstance(event, TargetStarted):
-            self._write({"event": "started", "target": str(event.label), "executor": event.executor, "reasons": list(event.reasons)})
+            self._write({"event": "started", "target": str(event.label), "executor": event.executor, "reasons": list(event.reasons),
+                         "attached": event.attached or None})
         elif isinstance(event, TargetFinished):
             r = event.result
             self._write({"event": "finished", "target": str(r.label), "status": r.status, "key": r.key,

@@ -13,6 +13,7 @@ from buildml.trust import valid_cost
 
 STATUS_COLOURS = {"executed": "#2e7d32", "cached": "#0277bd", "up-to-date": "#90a4ae", "failed": "#c62828",
                   "not built": "#f9a825"}
+CRITICAL_COLOUR = "#6f42c1"  # violet: the critical path is no failure, so never the failure red
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;color:#1f2328;background:#fff}
 h1{font-size:1.5rem;margin:0 0 .25rem}h2{font-size:1.1rem;margin:2rem 0 .5rem}
@@ -22,9 +23,9 @@ h1{font-size:1.5rem;margin:0 0 .25rem}h2{font-size:1.1rem;margin:2rem 0 .5rem}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.3rem .6rem;border-bottom:1px solid #eaeef2}
 th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .status{display:inline-block;padding:0 .5rem;border-radius:1rem;color:#fff;font-size:.85em}
-.crit{font-weight:600;color:#c62828}code{font-size:.9em}pre{background:#f6f8fa;padding:.5rem;overflow:auto}
+.crit{font-weight:600;color:CRITICAL_COLOUR}code{font-size:.9em}pre{background:#f6f8fa;padding:.5rem;overflow:auto}
 svg text{font:12px system-ui,sans-serif}
-"""
+""".replace("CRITICAL_COLOUR", CRITICAL_COLOUR)
 
 
 def critical_path(targets: list[dict]) -> list[str]:
@@ -164,13 +165,13 @@ def _timeline(targets, critical) -> str:
         x = left + width * max(t["start"], 0) / span
         w = max(width * (t["end"] - max(t["start"], 0)) / span, 2)
         crit = t["label"] in critical
-        stroke = " stroke='#c62828' stroke-width='2'" if crit else ""
+        stroke = f" stroke='{CRITICAL_COLOUR}' stroke-width='2'" if crit else ""
         bold = " font-weight='bold'" if crit else ""
         parts.append(f"<text x='{left - 8}' y='{y + 13}' text-anchor='end'{bold}>{_e(t['label'])}</text>"
                      f"<rect x='{x:.1f}' y='{y}' width='{w:.1f}' height='{row - 8}' rx='3' fill='{STATUS_COLOURS.get(t['status'], '#555')}'{stroke}>"
                      f"<title>{_e(t['label'])}: {t['status']}, {t['duration']:.2f}s</title></rect>")
     parts.append("</svg>")
-    legend = ("<p>Critical path (red outline): " + " &rarr; ".join(_e(l) for l in critical) + "</p>") if critical else ""
+    legend = ("<p>Critical path (violet outline): " + " &rarr; ".join(_e(l) for l in critical) + "</p>") if critical else ""
     return "".join(parts) + legend
 
 

@@ -34,7 +34,7 @@ class LiveReporter:
         self.total = 0
         self.finished = {Outcome.EXECUTED: 0, Outcome.CACHED: 0, Outcome.UP_TO_DATE: 0, Outcome.FAILED: 0,
                          Outcome.NOT_BUILT: 0}
-        self.running: dict = {}  # label -> (monotonic start, executor)
+        self.running: dict = {}  # label -> (monotonic start, executor, attached to a run under way)
         self.last_line = ""
         self.transfers: dict = {}  # (label, what) -> (done, total)
 
@@ -44,7 +44,7 @@ class LiveReporter:
             self._start(len(event.targets))
         elif isinstance(event, TargetStarted):
             with self._lock:
-                self.running[event.label] = (time.monotonic(), event.executor)
+                self.running[event.label] = (time.monotonic(), event.executor, bool(event.attached))
         elif isinstance(event, TargetLog):
             self._log(event)
         elif isinstance(event, TargetFinished):
@@ -131,8 +131,9 @@ class LiveReporter:
             transfers = sorted(self.transfers.items(), key=lambda kv: str(kv[0]))
         now = time.monotonic()
         rows = Table.grid(padding=(0, 2))
-        for label, (start, executor) in running[:MAX_RUNNING_LINES]:
-            rows.add_row(Text("  running", style="blue"), Text(str(label), style="bold"),
+        for label, (start, executor, attached) in running[:MAX_RUNNING_LINES]:
+            rows.add_row(Text("  attached" if attached else "  running", style="magenta" if attached else "blue"),
+                         Text(str(label), style="bold"),
                          Text(f"{now - start:5.1f}s"), Text(f"[{executor}]", style="dim"))
         if len(running) > MAX_RUNNING_LINES:
             rows.add_row("", Text(f"... and {len(running) - MAX_RUNNING_LINES} more running"), "", "")

@@ -52,11 +52,17 @@ def verify(store, repair: bool = False) -> VerifyReport:
         if manifest is None:
             reason = store.rejected.get(key)
             why = f"corrupt manifest: {reason}" if reason else "unreadable or mismatched manifest"
-            report.bad_actions.append((key, why))
-            continue
-        missing = [p for p, m in manifest.get("outputs", {}).items() if not store.has_blob(m["digest"])]
-        if missing:
-            report.bad_actions.append((key, f"missing blobs for {', '.join(missing[:3])}"))
+        else:
+            named = {p: m["digest"] for p, m in manifest.get("outputs", {}).items()}
+            if manifest.get("log"):
+                named["(its log)"] = manifest["log"]
+            missing = [p for p, digest in named.items() if not store.has_blob(digest)]
+            if not missing:
+                continue
+            why = f"missing blobs for {', '.join(missing[:3])}"
+        report.bad_actions.append((key, why))
+        if repair:  # an entry naming a removed blob is forgotten: the next build re-executes or refetches it
+            store.remove_action(key)
     return report
 
 

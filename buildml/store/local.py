@@ -220,6 +220,11 @@ class LocalStore:
     def has_action(self, key: str) -> bool:
         return self.action_path(key).exists()
 
+    def remove_action(self, key: str) -> None:
+        """Forget key's entry (`cache verify --repair`: its blobs are gone or it does not parse)."""
+        _silent_unlink(self.action_path(key))
+        self.rejected.pop(key, None)
+
     def put_action(self, key: str, manifest: dict) -> None:
         final = self.action_path(key)
         final.parent.mkdir(exist_ok=True)

@@ -18,8 +18,11 @@ into its sandbox, verified, and the Runner records them like any executor's: the
 normal cache entry, so the next build anywhere is a cache hit that never contacts Ray.
 
 Secrets reach the node only through the actor's runtime_env env vars, never its arguments;
-remote cache credentials are the node's own (its environment or instance role). Nodes must
-have buildml installed (in the image the cluster runs, or with `runtime_env: {pip: [...]}`).
+remote cache credentials are the node's own (its environment or instance role). Each actor gets
+this client's own buildml package through runtime_env `py_modules` (Ray uploads it once per
+content), so client and nodes never run different buildml code; its dependencies (fsspec and
+the remote's filesystem) must be installed on the nodes. A configured runtime_env is merged with
+that, never replaced; `ship_buildml: false` leaves buildml to the nodes' own install.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from buildml.executors.ray import task as ray_task
 from buildml.errors import CacheCorruption, EnvironmentProblem, ExecutionError, UserError
 from buildml.trust import valid_cost
 
-OPTIONS = ("address", "namespace", "max_retries", "node_wait", "runtime_env", "linger")
+OPTIONS = ("address", "namespace", "max_retries", "node_wait", "runtime_env", "linger", "ship_buildml")
 NAMESPACE = "buildml"
 POLL_S = 0.25
 CONNECT_TIMEOUT_S = 5
@@ -47,6 +50,13 @@ SECRET_WORDS = ("key", "secret", "token", "password", "credential")
 
 _connection: dict = {}
 _connect_lock = threading.Lock()
+
+
+def package_dir() -> str:
+    """The directory of the buildml package this client runs (what nodes get as a runtime_env py_module)."""
+    import buildml
+
+    return os.path.dirname(os.path.abspath(buildml.__file__))
 
 
 def actor_name(key: str) -> str:
@@ -72,8 +82,10 @@ def ray_needs(spec) -> dict:
     return {RAY_NAMES.get(k, k): v for k, v in res.items() if v}
 
 
-def connect(address: str, namespace: str = NAMESPACE):
-    """The ray module, connected to address once per process (a second cluster is refused)."""
+def connect(address: str, namespace: str = NAMESPACE, ship: bool = False):
+    """The ray module, connected to address once per process (a second cluster is refused). ship: the job's
+    runtime_env carries this client's buildml package (Ray uploads a local package only at ray.init; an actor
+    then names it by the gcs:// URI, see shipped_modules)."""
     with _connect_lock:
         try:
             import ray
@@ -86,12 +98,18 @@ def connect(address: str, namespace: str = NAMESPACE):
             return ray
         _reachable(address)
         try:
-            ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.ERROR)
+            ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.ERROR,
+                     runtime_env={"py_modules": [package_dir()]} if ship else None)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise EnvironmentProblem(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0][:200]}",
                                      hint="start it (ray start --head) or fix the executor's address in buildml.yaml") from None
         _connection["address"] = address
         return ray
+
+
+def shipped_modules(ray) -> list:
+    """The py_modules URIs of this job's runtime_env (this client's buildml when connect shipped it)."""
+    return list((ray.get_runtime_context().runtime_env or {}).get("py_modules") or [])
 
 
 def _reachable(address: str) -> None:
@@ -131,6 +149,7 @@ class RayExecutor(Executor):
         self.max_retries = int(self.options.get("max_retries", 2))
         self.node_wait = float(self.options.get("node_wait", 60))
         self.linger = float(self.options.get("linger", ray_task.LINGER_S))
+        self.ship = bool(self.options.get("ship_buildml", True))
         self.remote = _remote_store(context.store, config.name)
         self._runs: dict = {}
         self._lock = threading.Lock()
@@ -139,7 +158,7 @@ class RayExecutor(Executor):
 
     # -- the cluster -----------------------------------------------------------------------------
     def _ray(self):
-        return connect(self.address, self.namespace)
+        return connect(self.address, self.namespace, ship=self.ship)
 
     def _nodes(self) -> list:
         return [n for n in self._ray().nodes() if n.get("Alive")]
@@ -189,6 +208,19 @@ class RayExecutor(Executor):
             raise Detached(f"{how} {self.name} (ray {self.address}); it goes on without this build", self.name)
         return self._follow(run, request)
 
+    def attaching(self, action) -> str:
+        """A detached (or another client's) run of action's key: finished, with its record in the remote cache, or
+        still running as the named actor. Best effort: any failure here is left for run() to report."""
+        try:
+            if ray_task.read_record(self.remote, action.key) is not None:
+                return f"attached to the run that finished on {self.name} (ray {self.address}): collecting its result"
+            self._ray().get_actor(actor_name(action.key), namespace=self.namespace)
+        except ValueError:  # no actor of that name: a new run
+            return ""
+        except Exception:  # noqa: BLE001 - the cluster or the remote is unreachable: run() says so
+            return ""
+        return f"attached to the run already going on {self.name} (ray {self.address}), not a new one"
+
     def _attach(self, key: str) -> Run | None:
         try:
             handle = self._ray().get_actor(actor_name(key), namespace=self.namespace)
@@ -235,8 +267,12 @@ class RayExecutor(Executor):
         return self._actor_class
 
     def _runtime_env(self, request: RunRequest) -> dict:
-        """The configured runtime_env plus the declared secrets as env vars (never in the actor's arguments)."""
+        """The configured runtime_env merged with this client's buildml package (py_modules, unless ship_buildml:
+        false) and the declared secrets as env vars (never in the actor's arguments)."""
         runtime_env = dict(self.options.get("runtime_env") or {})
+        if self.ship:  # an actor's py_modules replace the job's: list the user's and buildml's
+            modules = list(runtime_env.get("py_modules") or [])
+            runtime_env["py_modules"] = modules + [m for m in shipped_modules(self._ray()) if m not in modules]
         secrets = {n: request.env[n] for n in request.action.spec.secrets if n in request.env}
         if secrets:
             runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), **secrets}
@@ -361,7 +397,7 @@ class RayExecutor(Executor):
             ray_task.drop_record(self.remote, key)  # reported once; the next build tries again
             raise _error(result["error"], node)
         extra = {"ray_address": self.address, "ray_node_id": node.get("node_id"), "ray_node_ip": node.get("node_ip"),
-                 "ray_gpus": node.get("gpus"), **(result.get("extra") or {})}
+                 "ray_gpus": node.get("gpus"), "ray_buildml": node.get("buildml"), **(result.get("extra") or {})}
         measured = valid_cost(result)  # the node's own executor measured them; from the node: untrusted
         outcome = RunOutcome(result["exit_code"], result.get("duration", 0.0), self.name, _host(node),
                              timed_out=result.get("timed_out", False), detail=result.get("detail", ""), extra=extra,
@@ -518,11 +554,17 @@ def _checked_options(config, settings) -> dict:
 
             raise LoadError(f"{key} must be a non-negative number, not {value!r}", location=where,
                             field=f"executors.{config.name}.{key}")
-        if key == "runtime_env" and not isinstance(value, dict):
+        if key == "runtime_env" and (not isinstance(value, dict) or not isinstance(value.get("py_modules", []), list)):
             from buildml.errors import LoadError
 
-            raise LoadError("runtime_env must be a mapping (Ray's runtime_env)", location=where,
-                            field=f"executors.{config.name}.runtime_env", hint="e.g. {pip: [buildml-cli]}")
+            raise LoadError("runtime_env must be a mapping (Ray's runtime_env), its py_modules a list", location=where,
+                            field=f"executors.{config.name}.runtime_env", hint="e.g. {pip: [scikit-learn]}")
+        if key == "ship_buildml" and not isinstance(value, bool):
+            from buildml.errors import LoadError
+
+            raise LoadError(f"ship_buildml must be true or false, not {value!r}", location=where,
+                            field=f"executors.{config.name}.ship_buildml",
+                            hint="false: the nodes import their own installed buildml instead of this client's")
     return dict(config.options)
 
 

@@ -104,12 +104,14 @@ def drop_record(store, key: str) -> None:
 
 # -- where this runs ---------------------------------------------------------------------------
 def where() -> dict:
-    """This node: Ray node id and IP, host name, the GPUs Ray assigned."""
+    """This node: Ray node id and IP, host name, the GPUs Ray assigned, the buildml version it runs."""
     import ray
+
+    from buildml import __version__
 
     ctx = ray.get_runtime_context()
     return {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
-            "gpus": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+            "gpus": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "buildml": __version__}
 
 
 def describe(exc: BaseException) -> dict:
