@@ -12,6 +12,7 @@ and `explain`. Nothing here changes an action key: a rebuilt result is a result 
 
 from __future__ import annotations
 
+from buildml.errors import BuildmlError
 from buildml.trust import valid_cost
 
 CLEARLY = 4.0
@@ -37,6 +38,13 @@ class FetchOrRebuild:
             self._memo[key] = self._judge(action, manifest)
         return self._memo[key]
 
+    def _lacking(self, spec) -> str:
+        """Why spec cannot run on its executor here ('' when it can); an executor that cannot be asked lacks all."""
+        try:
+            return self.cannot_run(spec)
+        except BuildmlError as exc:
+            return f"its executor cannot be reached: {exc.message.splitlines()[0]}"
+
     def _judge(self, action, manifest: dict) -> tuple[bool, str]:
         local = self.store.local
         shared = set(action.spec.local_only)
@@ -48,10 +56,10 @@ class FetchOrRebuild:
         prefer = action.spec.prefer or self.prefer
         if prefer == "fetch":
             return True, f"fetched {_mb(nbytes)} from the remote cache (cache.prefer: fetch)"
-        lacking = self.cannot_run(action.spec)
-        if lacking:
-            return True, f"fetched {_mb(nbytes)} from the remote cache: it cannot run here ({lacking})"
         if prefer == "rebuild":
+            lacking = self._lacking(action.spec)
+            if lacking:
+                return True, f"fetched {_mb(nbytes)} from the remote cache: it cannot run here ({lacking})"
             return False, f"runs here instead of fetching {_mb(nbytes)} (cache.prefer: rebuild)"
         cost = valid_cost(manifest.get("cost"))
         wall, where = cost["wall_s"], cost["executor"] or "an unknown executor"
@@ -63,6 +71,9 @@ class FetchOrRebuild:
         figures = (f"fetching {_mb(nbytes)} at {speed / 1e6:.2f} MB/s takes about {fetch_s:.1f}s, its recorded run "
                    f"{wall:.1f}s on {where}")
         if fetch_s > CLEARLY * wall and fetch_s - wall > MARGIN_S:
+            lacking = self._lacking(action.spec)  # asked only now: a remote executor's capacity costs a connection
+            if lacking:
+                return True, f"fetched {_mb(nbytes)} from the remote cache: it cannot run here ({lacking})"
             return False, f"runs here instead of fetching: {figures} (cache.prefer: auto)"
         return True, f"fetched from the remote cache: {figures}"
 
