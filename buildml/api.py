@@ -46,6 +46,7 @@ class Options:
     remote_cache: str | None = None  # --remote-cache URL (else $BUILDML_REMOTE_CACHE, else cache.remote)
     remote_upload: bool | None = None  # --remote-upload/--no-remote-upload (None: the cache.upload setting)
     data_repo: str | None = None  # the DVC repo whose cache and config hold DVC-tracked data (--at: the user's repo)
+    download: str = "all"  # --download=minimal: cached results of targets not named are not written into place
     detach: bool = False  # --detach: remote (ray) actions are submitted, not awaited (buildml/remote_runs.py)
 
 
@@ -320,7 +321,7 @@ class Session:
         jobs = self.options.jobs or self.ws.settings.jobs or os.cpu_count() or 2
         return Scheduler(self.graph, rebuilder, runner, materializer, self.state, self.emit, jobs,
                          self.options.keep_going, dry_run, cancel=self.cancel_all, retries=self.options.test_retries,
-                         resources=ledger)
+                         resources=ledger, download_minimal=self.options.download == "minimal")
 
     def action_for(self, label, results: dict):
         """(Action, staged inputs) of label, given the Results of its dependencies (shell, serve, verify)."""

@@ -105,6 +105,9 @@ def _run_options(f):
                      help="upload results to the remote cache (default: cache.upload)"),
         _color_option,
         _executor_option,
+        click.option("--download", type=click.Choice(["all", "minimal"]), default="all", show_default=True,
+                     help="minimal: cached results are written into the workspace only for the targets named, not "
+                          "for what they need (their bytes come only when an action reads them)"),
     ]):
         f = option(f)
     return f
@@ -169,7 +172,7 @@ def cli():
 @_out_options
 @sweep_options
 def build(targets, jobs, keep_going, params, as_json, verbose, quiet, color, remote_cache, remote_upload, at, out,
-          update_lock, executor, sweeps, sort, detach):
+          update_lock, executor, download, sweeps, sort, detach):
     """Build TARGETS (default //...) and everything they need, skipping what is up to date."""
     from buildml.features.noop import NoopCertificate  # a no-op proven by stats alone, before loading anything (buildml/noop.py)
 
@@ -183,7 +186,8 @@ def build(targets, jobs, keep_going, params, as_json, verbose, quiet, color, rem
 
     options = Options(jobs=jobs, keep_going=keep_going, param_overrides=_overrides(params),
                       remote_cache=remote_cache, remote_upload=remote_upload,
-                      out_root=out and os.path.abspath(out), update_lock=update_lock, executor=executor, detach=detach)
+                      out_root=out and os.path.abspath(out), update_lock=update_lock, executor=executor, detach=detach,
+                      download=download)
     if sweeps or sort:  # a sweep: every combination as its own variant (buildml/sweep.py)
         return build_sweep(targets, sweeps, sort, options, at, as_json, quiet)
     early: list = []  # warnings of loading and analysis, shown once the display exists
@@ -219,7 +223,7 @@ def build(targets, jobs, keep_going, params, as_json, verbose, quiet, color, rem
 @_at_option
 @_out_options
 def test(targets, jobs, keep_going, params, as_json, verbose, quiet, remote_cache, remote_upload, color, executor,
-         no_cache_test_results, retries, junit_xml, at, out, update_lock):
+         download, no_cache_test_results, retries, junit_xml, at, out, update_lock):
     """Run the test targets matched by TARGETS (default //...), building what they need; passes are cached."""
     from buildml.api import Options
     from buildml.engine.scheduler import exit_status
@@ -228,7 +232,8 @@ def test(targets, jobs, keep_going, params, as_json, verbose, quiet, remote_cach
     options = Options(jobs=jobs, keep_going=keep_going, param_overrides=_overrides(params),
                       rerun_tests=no_cache_test_results, test_retries=retries,
                       remote_cache=remote_cache, remote_upload=remote_upload,
-                      out_root=out and os.path.abspath(out), update_lock=update_lock, executor=executor)
+                      out_root=out and os.path.abspath(out), update_lock=update_lock, executor=executor,
+                      download=download)
     early: list = []
     session = _session(options, emit=early.append, at=at)
     reporter = _reporter(as_json, verbose, quiet, color=color)

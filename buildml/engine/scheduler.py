@@ -24,12 +24,17 @@ from buildml.engine.runner import failure_message
 from buildml.store.local import BlobMissing
 
 
+NOT_DOWNLOADED = "outputs left in the cache (--download=minimal: not a target asked for)"
+
+
 class Scheduler:
     """Considers each target once its dependencies are done; at most `jobs` at a time."""
 
     def __init__(self, graph, rebuilder, runner, materializer, state, emit, jobs: int = 2,
                  keep_going: bool = False, dry_run: bool = False, cancel=lambda: None, retries: int | None = None,
-                 resources=None):
+                 resources=None, download_minimal: bool = False):
+        self.download_minimal = download_minimal  # cached results of targets not asked for stay in the cache
+        self._asked: set = set()
         self.retries = retries  # overrides every test's own retries when set
         self.resources = resources or Ledger()  # cpus/gpus/memory per executor (buildml/resources.py)
         self.graph, self.rebuilder, self.runner = graph, rebuilder, runner
@@ -37,6 +42,7 @@ class Scheduler:
         self.jobs, self.keep_going, self.dry_run, self.cancel = max(1, jobs), keep_going, dry_run, cancel
 
     def build(self, labels) -> BuildFinished:
+        self._asked = set(labels)
         order = self.graph.closure(labels)
         start = time.monotonic()
         self.emit(BuildStarted(tuple(order)))
@@ -174,6 +180,10 @@ class Scheduler:
             what = Outcome.RESTORABLE if decision.what == Outcome.RESTORE else Outcome.STALE
             outputs = decision.manifest["outputs"] if decision.manifest else {}
             return Result(label, what, action.key, outputs, decision.reasons, manifest=decision.manifest)
+        if decision.what == Outcome.RESTORE and self.download_minimal and label not in self._asked:
+            return Result(label, Outcome.CACHED, action.key, decision.manifest["outputs"],
+                          decision.reasons + (NOT_DOWNLOADED,), source=self.rebuilder.store.tier_of(action.key),
+                          manifest=decision.manifest)  # its bytes come when a RUN stages them; nothing recorded
         if decision.what == Outcome.RESTORE:
             try:
                 self._restore(label, action, decision.manifest)
