@@ -676,6 +676,8 @@ from buildml.cli.schema import schema as _schema  # noqa: E402  `buildml schema`
 cli.add_command(_schema)
 from buildml.cli.importing import import_ as _import  # noqa: E402  `buildml import`: dvc.yaml -> BUILD.yaml
 cli.add_command(_import)
+from buildml.cli.watching import watch as _watch  # noqa: E402  `buildml watch`: rebuild on save
+cli.add_command(_watch)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
