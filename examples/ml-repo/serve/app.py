@@ -28,7 +28,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path == "/health":
-            self._reply(200, {"status": "ok"})
+            # the endpoint's key (`buildml run` sets it): `buildml status //serve:classifier --live URL` compares it
+            self._reply(200, {"status": "ok", "buildml_key": os.environ.get("BUILDML_ENDPOINT_KEY")})
         else:
             self._reply(404, {"error": "not found"})
 
