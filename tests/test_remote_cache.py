@@ -146,6 +146,18 @@ def test_read_only_mode_writes_nothing(tmp_path, moto_server, s3_bucket):
     assert len(remote_objects(moto_server, s3_bucket)) == 5  # 2 manifests; blobs: data, model, the empty log both share
 
 
+def test_a_bucket_that_does_not_exist_costs_one_warning(tmp_path, moto_server):
+    """A remote cache URL naming a missing bucket: the build succeeds with one warning naming it (never
+    `FAILED ... I/O error`), and so does every later build."""
+    ws = clone(tmp_path, "nobucket", "s3://no-such-bucket-here/cache", moto_server, example=False)
+    summary, _, warned = build(ws)
+    assert summary["executed"] == 2 and summary["failed"] == 0, summary
+    assert len(warned) == 1 and "bucket does not exist" in warned[0], warned
+    ws.write("BUILD.yaml", TINY_BUILD.replace("SLEEP", "0.1"))
+    summary, _, _ = build(ws)
+    assert summary["failed"] == 0 and summary["executed"] >= 1, summary
+
+
 def test_concurrent_builds_upload_the_same_entry(tmp_path, moto_server, s3_bucket):
     """Two clones building at once both succeed; a third gets everything from the remote."""
     first, second = (clone(tmp_path, n, s3_bucket, moto_server, example=False, sleep=1) for n in ("p", "q"))

@@ -34,9 +34,10 @@ MIN_RATE_BPS = 1 << 20  # a download of N known bytes may take LOOKUP_TIMEOUT_S 
 class RemoteUnavailable(EnvironmentProblem):
     """The remote cache could not be reached or refused an operation."""
 
-    def __init__(self, message: str, denied: bool = False):
+    def __init__(self, message: str, denied: bool = False, exists: bool = False):
         super().__init__(message, hint="the build continues with the local cache")
         self.denied = denied
+        self.exists = exists  # a put-if-absent found the object there (another writer won)
 
 
 def open_fs(url: str, storage_options: dict):
@@ -129,8 +130,16 @@ class RemoteStore:
             except Exception as exc:  # every backend has its own error types
                 if _is_denied(exc) or attempt == attempts - 1:
                     raise RemoteUnavailable(f"remote cache {self.url}: {what} failed: {_brief(exc)}",
-                                            denied=_is_denied(exc)) from None
+                                            denied=_is_denied(exc), exists=isinstance(exc, FileExistsError)) from None
                 time.sleep(BACKOFF_S * 2 ** attempt)
+
+    def _write(self, what: str, fn, *args, **kwargs):
+        """_call for a write: a FileNotFoundError there means the bucket (or container) is missing, an outage of
+        the remote, never a missing object (which a read means by it)."""
+        try:
+            return self._call(what, fn, *args, **kwargs)
+        except FileNotFoundError as exc:
+            raise RemoteUnavailable(f"remote cache {self.url}: {what} failed: {_brief(exc)}") from None
 
     def _lookup(self, what: str, fn, *args):
         """A small metadata call (exists, a manifest), bounded in total time where the backend is async."""
@@ -290,7 +299,7 @@ class RemoteStore:
     def server_time(self) -> float:
         """Now by the backend's clock: the modification time of a marker object written and removed here."""
         path = f"{self._fs_root()}/gc/now-{uuid.uuid4().hex}"
-        self._call("writing the cache", self.fs.pipe_file, path, b"")
+        self._write("writing the cache", self.fs.pipe_file, path, b"")
         try:
             modified = _modified(self._call("reading the cache", self.fs.info, path))
         finally:
@@ -330,9 +339,9 @@ class RemoteStore:
         if create and _protocols(self.fs) & set(CONDITIONAL):
             kwargs["mode"] = "create"
         try:
-            self._call("uploading blobs", self.fs.put, lpaths, rpaths, **kwargs)
+            self._write("uploading blobs", self.fs.put, lpaths, rpaths, **kwargs)
         except RemoteUnavailable as exc:
-            if exc.denied or not create:
+            if exc.denied or not create or not exc.exists:
                 raise
             self._finish_race(lpaths, rpaths, kwargs, exc)
 
@@ -349,7 +358,7 @@ class RemoteStore:
             time.sleep(BACKOFF_S * 2 ** attempt)
             for rpath, lpath in list(pairs.items()):
                 try:
-                    self._call("uploading blobs", self.fs.put, [lpath], [rpath], **kwargs)
+                    self._write("uploading blobs", self.fs.put, [lpath], [rpath], **kwargs)
                 except RemoteUnavailable as exc:
                     if exc.denied:
                         raise
@@ -362,7 +371,7 @@ class RemoteStore:
             return
         conditional = create and bool(_protocols(self.fs) & set(CONDITIONAL))
         try:
-            self._call("writing the cache", self.fs.pipe_file, rpath, data, **({"mode": "create"} if conditional else {}))
+            self._write("writing the cache", self.fs.pipe_file, rpath, data, **({"mode": "create"} if conditional else {}))
         except RemoteUnavailable as exc:
             if exc.denied or not conditional or not self._call("checking the cache", self.fs.exists, rpath):
                 raise
