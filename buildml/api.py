@@ -220,9 +220,12 @@ class Session:
 
             raise explain_dropped(exc, patterns, getattr(self, "dropped_images", ()), self.current_package) from None
 
-    def build(self, patterns, dry_run: bool = False):
-        """Build (or, with dry_run, only decide) the targets matched by patterns and their deps."""
-        return self._run(self.build_labels(patterns), dry_run)
+    def build(self, patterns, dry_run: bool = False, known: dict | None = None):
+        """Build (or, with dry_run, only decide) the targets matched by patterns and their deps.
+
+        known: label -> Result of targets proven unchanged since (`buildml watch`): taken as up to date, not
+        examined again."""
+        return self._run(self.build_labels(patterns), dry_run, known)
 
     def build_labels(self, patterns) -> list:
         """Targets to build: wildcards (//..., :all) match no test targets; a test named exactly is included."""
@@ -243,7 +246,7 @@ class Session:
         """Build what the matched tests need and run the tests (passes are cached by key)."""
         return self._run(self.test_labels(patterns), False)
 
-    def _run(self, labels, dry_run: bool):
+    def _run(self, labels, dry_run: bool, known: dict | None = None):
         from buildml.store.admin import cache_lock, record_build
 
         self._check_overrides()
@@ -256,7 +259,7 @@ class Session:
 
                 sweep(local.root / "tmp", lambda: cache_lock(local, exclusive=True))  # what killed builds left
             with cache_lock(local):
-                finished = scheduler.build(labels)
+                finished = scheduler.build(labels, known)
                 if not dry_run and self.options.at_revision is None:
                     self._record_commit(finished)
             if not dry_run:

@@ -18,6 +18,10 @@ targets:
     command: wc -c < out.txt > count.txt
     deps: [out.txt]
     outs: [count.txt]
+  other:
+    command: cat other.txt > other.out
+    deps: [other.txt]
+    outs: [other.out]
 """
 
 
@@ -34,6 +38,7 @@ def wait_file(path, text: str, timeout: float = 30) -> float:
 def test_watch_rebuilds_on_save_and_stops_on_ctrl_c(ws):
     ws.write("BUILD.yaml", BUILD)
     ws.write("in.txt", "hello\n")
+    ws.write("other.txt", "o\n")
     pane = Pane(ws, "buildml watch")
     try:
         pane.wait_for("watching .* for changes")
@@ -42,9 +47,13 @@ def test_watch_rebuilds_on_save_and_stops_on_ctrl_c(ws):
         wait_file(ws.root / "out.txt", "HELLO WORLD\n")
         wait_file(ws.root / "count.txt", "12\n")
         pane.wait_for("changed: in.txt")
+        pane.wait_for("2 executed, 0 cached, 1 up to date")  # upper and count; other stands as it was
         time.sleep(1.0)  # the build wrote out.txt and count.txt: no build follows from that
         screen = pane.capture()
         assert screen.count("changed:") == 1, screen
+        (ws.root / "other.txt").write_text("o2\n")
+        wait_file(ws.root / "other.out", "o2\n")
+        pane.wait_for("1 executed, 0 cached, 2 up to date")
 
         ws.write("BUILD.yaml", BUILD.replace("wc -c", "wc -l"))
         wait_file(ws.root / "count.txt", "1\n")

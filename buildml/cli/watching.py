@@ -21,15 +21,16 @@ def watch(targets, jobs, verbose, quiet, color, executor):
 
     options = Options(jobs=jobs, keep_going=True, executor=executor)
 
-    def build(session) -> None:
+    def build(session, known):
         display = _display(False, verbose, quiet, color, show=session.select(targets))
         session.emit = _recorded(session, display)
         try:
-            session.build(targets)
+            return session.build(targets, known=known)
         except Interrupted:
             raise
         except BuildmlError as exc:  # shown; the next save tries again
             click.echo(f"buildml: error: {exc.render()}", err=True)
+            return None
         finally:
             getattr(display, "close", lambda: None)()
 

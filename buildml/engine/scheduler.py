@@ -41,12 +41,15 @@ class Scheduler:
         self.materializer, self.state, self.emit = materializer, state, emit
         self.jobs, self.keep_going, self.dry_run, self.cancel = max(1, jobs), keep_going, dry_run, cancel
 
-    def build(self, labels) -> BuildFinished:
+    def build(self, labels, known: dict | None = None) -> BuildFinished:
+        """Build labels and what they need; known: label -> a Result still valid (taken as up to date, unexamined)."""
         self._asked = set(labels)
         order = self.graph.closure(labels)
         start = time.monotonic()
         self.emit(BuildStarted(tuple(order)))
-        results: dict = {}
+        wanted = set(order)
+        results: dict = {l: Result(l, Outcome.UP_TO_DATE, r.key, r.outputs, manifest=r.manifest, is_test=r.is_test)
+                         for l, r in (known or {}).items() if l in wanted and r.ok}
         interrupted = False
         try:
             self._walk(order, results)
@@ -68,7 +71,10 @@ class Scheduler:
         dag = self.graph.dag.subgraph(order)
         self._dag, self._results = dag, results
         self._waiting = {l: dag.in_degree(l) for l in order}
-        self._ready = deque(l for l in order if self._waiting[l] == 0)
+        for label in results:  # known before the walk: their dependents wait for them no longer
+            for child in dag.successors(label):
+                self._waiting[child] -= 1
+        self._ready = deque(l for l in order if self._waiting[l] == 0 and l not in results)
         self._stopping = False
         queued: deque = deque()
         running: dict = {}

@@ -3,7 +3,8 @@
 File events come from the `watchfiles` package (inotify on Linux, the platform's own elsewhere), debounced so a
 burst of saves is one rebuild. The loaded and analysed graph stays in memory between builds, with the workspace
 state's stat cache: an edit of a declared source file rebuilds with no loading or analysis, re-hashing only what
-changed. Anything that can change the graph (a BUILD.yaml, dvc.yaml, buildml.yaml or lock file, a params file, a
+changed, and only the targets that read a changed file and what depends on them are examined again (the others'
+results from the last build stand: nothing they read changed). Anything that can change the graph (a BUILD.yaml, dvc.yaml, buildml.yaml or lock file, a params file, a
 file added or removed, a .py file where `python_deps: auto` reads imports, anything that is not a declared source)
 loads the workspace again first. Outputs buildml writes, and .buildml/, .git/ and buildml-out/, are not watched, so
 a build never triggers the next one. Ctrl-C stops a running build as in `buildml build` (the cache stays
@@ -71,6 +72,16 @@ class Watcher:
             rel = rel.rpartition("/")[0]
         return False
 
+    def unchanged(self, session, paths, finished) -> dict:
+        """The results of finished that paths cannot have changed: every target but those reading one of the
+        paths and what depends on them (`Session.build(known=...)` takes them as up to date)."""
+        dag = session.graph.dag
+        touched = {label for label, inp in session.graph.inputs.items()
+                   if any(self._under(p, set(inp.sources)) for p in paths)}
+        for label in list(touched):
+            touched |= dag.descendants(label)
+        return {r.label: r for r in finished.results if r.ok and r.label not in touched}
+
     def change(self, events) -> Change | None:
         """The batch as a Change, or None when nothing in it matters."""
         added = _watchfiles().Change.added
@@ -86,13 +97,14 @@ class Watcher:
 
 
 def watch(new_session, build, say, stop_event=None) -> None:
-    """Build once, then after every relevant change; new_session() loads the workspace, build(session) builds.
+    """Build once, then after every relevant change; new_session() loads the workspace, build(session, known)
+    builds (known: the results an edit of sources only cannot have changed) and returns its BuildFinished (None
+    when it failed to start).
 
     A load or analysis error is shown and waited out (the next save tries again); Ctrl-C ends it."""
     watchfiles = _watchfiles()
     session = _load(new_session, say)
-    if session is not None:
-        build(session)
+    finished = build(session, None) if session is not None else None
     root = str(session.ws.root) if session is not None else str(Path(".").resolve())
     watcher = Watcher(session) if session is not None else None
     say(f"watching {root} for changes (Ctrl-C stops)")
@@ -103,12 +115,15 @@ def watch(new_session, build, say, stop_event=None) -> None:
             continue
         shown = ", ".join(change.paths[:3]) + (f" and {len(change.paths) - 3} more" if len(change.paths) > 3 else "")
         say(f"changed: {shown}" + ("; loading the workspace again" if change.reload else ""))
-        if change.reload or session is None:
+        known = None
+        if change.reload or session is None or finished is None:
             session = _load(new_session, say)
             if session is None:
                 continue
             watcher = Watcher(session)
-        build(session)
+        else:  # only declared sources changed: what does not read them stands as it was
+            known = watcher.unchanged(session, change.paths, finished)
+        finished = build(session, known)
 
 
 def _load(new_session, say):

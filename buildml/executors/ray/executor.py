@@ -389,9 +389,11 @@ class RayExecutor(Executor):
         if run is not None:
             self._release(run)
         key = request.action.key
-        if replay_log and result.get("log"):
+        if replay_log and result.get("log"):  # it finished unwatched: the whole log, to the file and the view
             with open(request.log_path, "ab") as log:
-                log.write(self.remote.read_bytes(result["log"]))
+                rest = self._emit(log, request, b"", self.remote.read_bytes(result["log"]))
+            if rest:
+                request.on_line(rest.decode("utf-8", errors="replace"))
         node = result.get("node") or {}
         if "error" in result:
             ray_task.drop_record(self.remote, key)  # reported once; the next build tries again
