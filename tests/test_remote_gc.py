@@ -96,6 +96,9 @@ def test_gc_keeps_what_the_refs_need_and_drops_a_deleted_branch(tmp_path, moto_s
     ws, shas = repo(tmp_path, env)
     assert digest(shas["c3_model"]) in remote_objects(moto_server, s3_bucket, "cas")
     git(ws.root, "branch", "-D", "exp")
+    orphan = "ab" * 16  # the record of a remote executor's run of a key nothing keeps
+    moto_server.fs().pipe(f"{s3_bucket.removeprefix('s3://')}/runs/ab/{orphan}.json", b"{}")
+    time.sleep(TICK_S + 1)
 
     dry = ws.run("cache", "gc", "--remote", "--keep-days", "0", "--dry-run", env=ws.env(**env), check=0)
     assert "would delete" in dry.stdout and digest(shas["c3_model"]) in remote_objects(moto_server, s3_bucket, "cas")
@@ -104,6 +107,7 @@ def test_gc_keeps_what_the_refs_need_and_drops_a_deleted_branch(tmp_path, moto_s
     cas = remote_objects(moto_server, s3_bucket, "cas")
     assert digest(shas["c3_model"]) not in cas  # the deleted branch's unique result is gone
     assert digest(shas["c1_model"]) in cas and digest(shas["c2_model"]) in cas
+    assert f"{orphan}.json" not in remote_objects(moto_server, s3_bucket, "runs")  # run records are collected too
     assert "no corrupt entries" in verify_remote(ws, env)
 
     for rev, name in ((shas["c2"], "main"), ("v1", "v1")):  # the kept refs: nothing executes, same bytes
