@@ -27,8 +27,8 @@ targets:
 """
 
 
-def data_repo(tmp_path) -> tuple[WS, str, str]:
-    """A repo whose data/ is git-ignored: commit A built with data v1, commit B built with data v2."""
+def commit_a(tmp_path) -> tuple[WS, str]:
+    """A repo whose data/ is git-ignored, data v1 in place, committed as A (not built)."""
     root = tmp_path / "repo"
     root.mkdir()
     ws = WS(root, tmp_path / "cache")
@@ -39,7 +39,13 @@ def data_repo(tmp_path) -> tuple[WS, str, str]:
     ws.write("notes.txt", "notes\n")
     ws.write("data/raw.txt", "hello\n")
     ws.write("data/imgs/a.txt", "i1\n")
-    a = commit(root, "A")
+    return ws, commit(root, "A")
+
+
+def data_repo(tmp_path) -> tuple[WS, str, str]:
+    """commit_a built with data v1, then commit B built with data v2."""
+    ws, a = commit_a(tmp_path)
+    root = ws.root
     ws.run("build", check=0)
     ws.write("data/raw.txt", "world\n")
     ws.write("data/imgs/a.txt", "i2\n")
@@ -82,17 +88,8 @@ def test_a_fresh_clone_with_the_shared_cache_reproduces_rev(tmp_path, moto_serve
     """The record and the bytes travel through the remote cache: a clone without data/ and with an empty local cache
     builds A's output with 0 executions; with A's results gone from both caches it runs on A's recorded inputs."""
     env = {"BUILDML_REMOTE_CACHE": s3_bucket, **moto_server.env}
-    root = tmp_path / "repo"
-    root.mkdir()
-    ws = WS(root, tmp_path / "cache")
-    git(root, "init", "-q")
-    ws.write("buildml.yaml", "")
-    ws.write("BUILD.yaml", BUILD)
-    ws.write(".gitignore", ".buildml/\nbuildml-out/\ndata/\nout/\n")
-    ws.write("notes.txt", "notes\n")
-    ws.write("data/raw.txt", "hello\n")
-    ws.write("data/imgs/a.txt", "i1\n")
-    a = commit(root, "A")
+    ws, a = commit_a(tmp_path)
+    root = ws.root
     first = ws.run("build", env=ws.env(**env), check=0)
     assert "continuing with the local cache only" not in first.stderr + first.stdout  # the record was shared
 
