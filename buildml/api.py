@@ -101,7 +101,7 @@ class Session:
         from buildml.engine.commit_record import AtRevisionData, RecordedSources, where_in_git
 
         place = where_in_git(self.ws.root)  # the checkout: its HEAD is the revision
-        recorded = RecordedSources(self.ws.root, self.store, place[0], place[1], self.warn) if place else None
+        recorded = RecordedSources(self.ws.root, self.store, place[0], place[1]) if place else None
         return AtRevisionData(dvc, recorded)
 
     @property

@@ -254,6 +254,25 @@ def test_status_live_says_what_made_a_running_endpoint_stale(ews, served):
     assert "no server of //serve:classifier that `buildml run` started is running" in proc.stderr
 
 
+def test_a_record_naming_another_process_is_never_acted_on(ews, served):
+    """.buildml/endpoints.json is a file: a pid in it that is not a `buildml run` is neither trusted nor signalled."""
+    first = served(ews, "//serve:classifier")
+    first.url()
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        path = ews.root / ".buildml" / "endpoints.json"
+        record = json.loads(path.read_text())
+        record["//serve:classifier"]["pid"] = other.pid
+        path.write_text(json.dumps(record))
+        proc = ews.run("status", "//serve:classifier", "--live", check=2)
+        assert "no server of //serve:classifier that `buildml run` started is running" in proc.stderr
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+    assert first.stop() == 130
+
+
 def test_taken_port_moves_to_a_free_one_and_explicit_port_must_be_free(ews, served):
     """With the endpoint's port taken the server moves to a free port and says so; a taken --port is a usage error."""
     with socket.socket() as holder:

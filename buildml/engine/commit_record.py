@@ -67,8 +67,8 @@ def committed(root) -> set[str] | None:
 def commit_files(root) -> list[str]:
     """The files and directories whose stat signatures change when HEAD moves (a commit, a checkout, a reset).
 
-    The no-op certificate watches them in a workspace with recorded sources, so that the first build after a
-    commit takes the full path and records that commit's sources."""
+    The no-op certificate watches them in a git work tree, so that the first build after a commit takes the full
+    path and records that commit."""
     out = _git(root, "rev-parse", "--absolute-git-dir", "--git-common-dir", "--symbolic-full-name", "HEAD")
     lines = out.splitlines() if out is not None else []
     if len(lines) < 2:
@@ -82,21 +82,21 @@ def commit_files(root) -> list[str]:
     return [os.path.normpath(p) for p in paths if os.path.exists(p)]
 
 
-def _files_of(root: str, source: str):
-    """source itself, or the files under the directory source (links not followed, none returned)."""
-    full = os.path.join(root, source)
-    if os.path.islink(full):
-        return
-    if os.path.isfile(full):
-        yield source
-        return
-    for top, dirs, files in os.walk(full):
-        dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(top, d)))
-        rel = os.path.relpath(top, root).replace(os.sep, "/")
-        for name in sorted(files):
-            path = os.path.join(top, name)
-            if os.path.isfile(path) and not os.path.islink(path):
-                yield f"{rel}/{name}"
+def _hashed_sources(root: str, hasher, sources: set) -> set[str]:
+    """The workspace-relative files this build hashed that lie in (or are) one of sources: the rebuilder already
+    walked every directory source, so nothing is walked again here."""
+    prefix = root.rstrip(os.sep) + os.sep
+    found = set()
+    for full in list(hasher.seen):
+        if not full.startswith(prefix):
+            continue
+        rel = full[len(prefix):].replace(os.sep, "/")
+        part = rel
+        while part and part not in sources:
+            part = part.rpartition("/")[0]
+        if part:
+            found.add(rel)
+    return found
 
 
 def _clean(root) -> bool:
@@ -121,8 +121,8 @@ def record(ws, graph, finished, store, hasher, pinned=lambda path: False, of_hea
     commit, prefix = place
     root = str(ws.root)
     ok = [r for r in finished.results if r.ok and r.label in graph.inputs]
-    wanted = sorted({f for r in ok for s in graph.inputs[r.label].sources if s not in in_git
-                     for f in _files_of(root, s) if f not in in_git and not pinned(f)})
+    sources = {s for r in ok for s in graph.inputs[r.label].sources}
+    wanted = sorted(f for f in _hashed_sources(root, hasher, sources) if f not in in_git and not pinned(f))
     keys = {r.key for r in ok if r.key} if of_head and ok and _clean(ws.root) else set()
     key = record_key(commit, prefix)
     old = _own(store.local.get_action(key))
@@ -170,17 +170,15 @@ def recorded_results(manifest: dict) -> list[str]:
 class RecordedSources:
     """`--at REV`'s provider of deps outside git: the record of a build of REV (see the module docstring)."""
 
-    def __init__(self, root, store, commit: str, prefix: str, warn=lambda m: None):
-        self.root, self.store, self.commit, self.prefix, self.warn = str(root), store, commit, prefix, warn
-        self._manifest = False  # not looked up yet
-        self.placed: list[str] = []
+    def __init__(self, root, store, commit: str, prefix: str):
+        self.root, self.store, self.commit, self.prefix = str(root), store, commit, prefix
+        self._manifest = None  # looked up on first use
         self.lost: dict[str, str] = {}  # path -> digest: recorded, but the bytes are in no cache
 
     def _entries(self) -> dict:
-        if self._manifest is False:
-            manifest = self.store.get_action(record_key(self.commit, self.prefix))
-            self._manifest = manifest if manifest is not None and manifest.get("kind") == KIND else None
-        return self._manifest["outputs"] if self._manifest else {}
+        if self._manifest is None:
+            self._manifest = _own(self.store.get_action(record_key(self.commit, self.prefix)))
+        return self._manifest.get("outputs", {})
 
     def provide(self, path: str) -> bool:
         """Place the recorded bytes of path (a file, or every recorded file under a directory); False if none."""
@@ -211,7 +209,6 @@ class RecordedSources:
             self.lost[name] = digest
             return
         os.chmod(dest, 0o755 if meta.get("exec") else 0o644)
-        self.placed.append(name)
 
     def missing(self, path: str):
         """(message, hint) when the record named path but its bytes are gone; else None."""

@@ -76,7 +76,7 @@ def forget(session, label) -> None:
 def running(session, label) -> dict | None:
     """The record of label's endpoint when the process that serves it is alive and its health route answers."""
     entry = _load(session).get(str(label))
-    if entry is None or not _alive(entry["pid"]):
+    if entry is None or not _alive(entry["pid"]) or not is_buildml_run(entry["pid"]):
         return None
     try:
         health(entry["url"] + entry["health"])
@@ -95,15 +95,30 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def stop_owner(entry: dict, timeout: float = 30.0) -> None:
-    """Ask the `buildml run` that serves entry to stop (SIGTERM: it stops its server), and wait for it."""
+def is_buildml_run(pid: int) -> bool:
+    """True when pid is a `buildml run` process (its command line, from /proc): the record is a file, and a
+    signal goes to nothing else whatever it says."""
+    try:
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+    except OSError:
+        return False  # not Linux, or gone: never signal what cannot be checked
+    return any(os.path.basename(a) in (b"buildml", b"buildml.exe") or a == b"buildml.cli"
+               for a in argv) and b"run" in argv
+
+
+def stop_owner(entry: dict, timeout: float = 30.0) -> bool:
+    """Ask the `buildml run` that serves entry to stop (SIGTERM: it stops its server) and wait for it; False when
+    the recorded process is not a `buildml run` (then nothing is signalled)."""
+    if not is_buildml_run(entry["pid"]):
+        return False
     try:
         os.kill(entry["pid"], signal.SIGTERM)
     except ProcessLookupError:
-        return
+        return True
     deadline = time.monotonic() + timeout
     while _alive(entry["pid"]) and time.monotonic() < deadline:
         time.sleep(0.1)
+    return True
 
 
 # -- asking a server -------------------------------------------------------------------------------
