@@ -94,17 +94,3 @@ def tree_digest(entries) -> str:
 
 def is_executable(mode: int) -> bool:
     return bool(mode & 0o111)
-
-
-def fsync_dir(path) -> None:
-    """Make a rename inside `path` durable."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

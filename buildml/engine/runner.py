@@ -101,6 +101,9 @@ class Runner:
         sandbox = Sandbox(self.store.tempdir("sandbox-"))
         try:
             sandbox.stage(self.store, staged, params_by_file(action), spec.workdir, spec.outs)
+            if sandbox.copied and self.store.can_link:
+                on_line(f"buildml: {sandbox.copied} of {len(staged)} inputs staged by copy (executable, or their "
+                        "blobs could not be hard-linked here)")
             env, masks = action_env(spec, sandbox, self.caller_env)
             env.update(self.devices(action))
             log_path = sandbox.root / "action.log"
@@ -108,6 +111,7 @@ class Runner:
             executor = self.executor_for(spec)
             started = time.time()
             outcome = executor.run(RunRequest(action, sandbox, env, log_path, on_line, masks))
+            sandbox.check_inputs(self.store)  # before anything is stored: no command may change a cached blob
             outcome = checked_outcome(outcome, spec.checks, sandbox.ws, log_path)  # dataset checks, on this host
             outcome = screened(outcome, sandbox, spec, {n: self.caller_env[n] for n in spec.secrets}, log_path)
             log_tail = tail(log_path)

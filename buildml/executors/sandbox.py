@@ -8,8 +8,9 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildml.errors import ExecutionError
-from buildml.hashing import copy_and_digest, is_executable
+from buildml.errors import BuildmlError, CacheCorruption, EnvironmentProblem, ExecutionError
+from buildml.fsutil import silent_unlink
+from buildml.hashing import copy_and_digest, digest_file, is_executable
 from buildml.load.params import write_subset
 from buildml.store.local import BlobMissing, remove_tree
 from buildml.trust import open_dir_under, open_under, symlinked_part
@@ -36,16 +37,34 @@ class Sandbox:
         self.tmp = self.root / "tmp"
         for d in (self.ws, self.home, self.tmp):
             d.mkdir(parents=True, exist_ok=True)
+        self._linked: dict = {}  # digest -> (blob path, its stat signature once staged, the inputs linked to it)
+        self._inodes: set = set()  # (device, inode) of every linked blob: an output may be one (a moved input)
+        self.copied = 0  # inputs staged by copy, not by link
 
     def workdir(self, package: str) -> Path:
         return self.ws / package if package else self.ws
 
-    def stage(self, store, inputs, params: dict, package: str, outs) -> None:
-        """Copy inputs in (verifying each against the digest the key used), write params, make dirs."""
+    def stage(self, store, inputs, params: dict, package: str, outs, link: bool = True) -> None:
+        """Lay the inputs out (each verified against the digest the key used), write params, make dirs.
+
+        With link (and a store that can), every input that is not executable is a hard link of its read-only
+        cache blob: a workspace source enters the cache first (once per content), so a dataset of many files
+        costs a link per file, and an unchanged file is the very same blob build after build. Anything else
+        (an executable, another file system, a store without files) is copied, and said at -v. Whether a
+        command wrote into a linked input is checked after it ran (check_inputs)."""
         self.workdir(package).mkdir(parents=True, exist_ok=True)
+        link = link and store.can_link
+        copied = 0
+        made = set()
         for item in inputs:
             dest = self.ws / item.path
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            parent = dest.parent
+            if parent not in made:
+                parent.mkdir(parents=True, exist_ok=True)
+                made.add(parent)
+            if link and not item.executable and self._link(store, item, dest):
+                continue
+            copied += 1
             if item.source is None:
                 try:
                     store.fetch_to(item.digest, dest)
@@ -56,6 +75,9 @@ class Sandbox:
             else:
                 self._copy_verified(item.source, dest, item)
             os.chmod(dest, 0o755 if item.executable else 0o644)
+        self.copied = copied
+        for digest, (blob, _, items) in self._linked.items():  # after every link: linking changes the ctime
+            self._linked[digest] = (blob, _signature(os.stat(blob)), items)
         for relpath, selected in params.items():
             dest = self.ws / relpath
             if not dest.exists():
@@ -63,6 +85,69 @@ class Sandbox:
                 write_subset(str(dest), selected)
         for out in outs:
             (self.ws / out).parent.mkdir(parents=True, exist_ok=True)
+
+    def _link(self, store, item: Staged, dest: Path) -> bool:
+        """Hard-link item's blob at dest; False when this store or file system cannot (then it is copied)."""
+        if item.digest in self._linked:
+            blob = self._linked[item.digest][0]
+            try:
+                os.link(blob, dest)
+            except OSError:
+                return False
+            self._linked[item.digest][2].append(item)
+            return True
+        if item.source is not None and not store.has_blob(item.digest):
+            try:
+                store.put_file(item.source, item.digest)
+            except FileNotFoundError:
+                raise ExecutionError(f"input {item.path} disappeared during the build", hint="run the build again") from None
+            except EnvironmentProblem as exc:
+                if "changed while" in exc.message:
+                    raise ExecutionError(f"input {item.path} changed during the build", hint="run the build again") from None
+                raise
+        try:
+            blob = store.link_to(item.digest, dest)
+        except (BlobMissing, CacheCorruption):
+            if item.fallback is None and item.source is None:
+                raise
+            return False  # copied (and verified) from the materialized file instead
+        if blob is None:
+            return False
+        st = os.stat(blob)
+        self._inodes.add((st.st_dev, st.st_ino))
+        self._linked[item.digest] = (blob, None, [item])
+        return True
+
+    def check_inputs(self, store) -> None:
+        """After the command: every linked blob is as it was. A blob whose bytes changed (a command made its input
+        writable and wrote into it) is removed from the cache and put back from the file it came from, and the
+        action fails; a blob only made writable gets its read-only mode back."""
+        written = []
+        for digest, (blob, before, items) in self._linked.items():
+            try:
+                st = os.stat(blob)
+            except FileNotFoundError:
+                continue  # removed meanwhile (cache gc, a concurrent repair): nothing of it is served any more
+            if _signature(st) == before:
+                continue
+            if digest_file(blob) == digest:
+                if st.st_mode & 0o777 != 0o444:
+                    os.chmod(blob, 0o444)
+                continue
+            silent_unlink(blob)
+            written.append(items[0].path)
+            for origin in [o for item in items for o in (item.source, item.fallback) if o]:
+                try:  # the bytes come back from a verified copy where there is one
+                    store.put_file(origin, digest)
+                    break
+                except (OSError, BuildmlError):
+                    continue
+        if written:
+            raise ExecutionError(
+                f"the command wrote into its input{'s' if len(written) > 1 else ''} {', '.join(sorted(written))}: "
+                "inputs are read-only links to cache blobs, and what it changed was removed from the cache "
+                "(the workspace files are untouched)",
+                hint="inputs are read-only: write a new file (copy the input first if it must change)")
 
     @staticmethod
     def _copy_verified(src, dest, item: Staged) -> None:
@@ -100,7 +185,7 @@ class Sandbox:
         except OSError as exc:
             raise _changed(path, exc) from None
         try:
-            _check_file(path, os.fstat(fd), path)
+            _check_file(path, os.fstat(fd), path, self._inodes)
         except BaseException:
             os.close(fd)
             raise
@@ -129,7 +214,7 @@ class Sandbox:
                 return None
             if stat.S_ISDIR(st.st_mode):
                 return self._walk(out, dfd, name)
-            return {out: _check_file(out, st, out)}
+            return {out: _check_file(out, st, out, self._inodes)}
         except OSError as exc:
             raise _changed(out, exc) from None
         finally:
@@ -150,7 +235,7 @@ class Sandbox:
                             if stat.S_ISDIR(st.st_mode):
                                 todo.append((child, os.open(entry.name, _DIR_FLAGS, dir_fd=fd)))
                             else:
-                                files[child] = _check_file(child, st, out)
+                                files[child] = _check_file(child, st, out, self._inodes)
                 finally:
                     os.close(fd)
         finally:
@@ -167,8 +252,14 @@ _SPECIAL = ((stat.S_ISLNK, "a symlink"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSO
             (stat.S_ISBLK, "a block device"), (stat.S_ISCHR, "a character device"))
 
 
-def _check_file(path: str, st: os.stat_result, out: str) -> bool:
-    """Whether the file is executable, for a regular file with one link; ExecutionError for anything else."""
+def _signature(st: os.stat_result) -> tuple:
+    """What a write or a chmod of a file changes: its ctime always moves (a command cannot set it back)."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+
+
+def _check_file(path: str, st: os.stat_result, out: str, linked=frozenset()) -> bool:
+    """Whether the file is executable, for a regular file with one link (or one of the cache blobs the sandbox
+    linked in: an input the command moved into its outputs); ExecutionError for anything else."""
     where = f"out {out!r}" if path == out else f"{path} in out {out!r}"
     for test, what in _SPECIAL:
         if test(st.st_mode):
@@ -176,7 +267,7 @@ def _check_file(path: str, st: os.stat_result, out: str) -> bool:
                                                             "remove anything else before the command ends")
     if not stat.S_ISREG(st.st_mode):
         raise ExecutionError(f"{where} is not a regular file", hint="outputs must be regular files or directories")
-    if st.st_nlink > 1:
+    if st.st_nlink > 1 and (st.st_dev, st.st_ino) not in linked:
         raise ExecutionError(f"{where} is a hard link ({st.st_nlink} names for one file)",
                              hint="write a new file (cp, not ln): a hard link may be a file outside the sandbox")
     return is_executable(st.st_mode)

@@ -104,7 +104,7 @@ def _process_server(session, action, staged, settings: dict, port: int, on_line)
     spec = action.spec
     sandbox = Sandbox(session.store.tempdir("serve-"))
     try:
-        sandbox.stage(session.store, staged, params_by_file(action), spec.workdir, ())
+        sandbox.stage(session.store, staged, params_by_file(action), spec.workdir, (), link=False)  # copies: a server runs until stopped, never checked after
         env, _ = action_env(spec, sandbox, dict(os.environ))
     except BaseException:
         sandbox.remove()

@@ -24,7 +24,7 @@ def open_shell(session, pattern: str, command: str | None = None) -> int:
     sandbox = Sandbox(session.store.tempdir("shell-"))
     try:
         spec = action.spec
-        sandbox.stage(session.store, staged, params_by_file(action), spec.workdir, spec.outs)
+        sandbox.stage(session.store, staged, params_by_file(action), spec.workdir, spec.outs, link=False)  # copies: a person at the shell may edit inputs
         env, masks = action_env(spec, sandbox, dict(os.environ))
         argv = ["sh", "-c", command] if command else INTERACTIVE
         executor = session.executor_for(spec)

@@ -2,8 +2,10 @@
 
 Layout: cas/<d[:2]>/<digest> (read-only blobs), ac/<k[:2]>/<key> (JSON result manifests),
 tmp/ (staging for atomic writes), locks/ (one lock file per action key being executed).
-Every write goes to tmp/, is fsynced and renamed into place, so readers never see a partial
-entry; every blob read is checked against its digest.
+Every write goes to tmp/ and is renamed into place, so readers never see a partial entry; every
+blob read is checked against its digest. Nothing is fsynced: a blob or manifest that a power cut
+tore fails that check (or does not parse) and counts as absent, so the action runs again
+(buildml/CACHING.md); an fsync per blob cost more than writing a small file.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from buildml.errors import CacheCorruption, EnvironmentProblem
 from buildml.fsutil import remove_tree, silent_unlink as _silent_unlink  # noqa: F401  (remove_tree: callers import it here)
-from buildml.hashing import CHUNK, copy_and_digest, digest_bytes, digest_file, fsync_dir
+from buildml.hashing import CHUNK, copy_and_digest, digest_bytes, digest_file
 from buildml.trust import Untrusted, check_digest, is_digest, validate_manifest
 
 
@@ -35,6 +37,7 @@ class LocalStore:
     """Blobs and action-cache entries under one directory."""
 
     name = "local"
+    can_link = True  # blobs are files: a sandbox may hard-link them (link_to)
     remote = None  # a plain local store has no remote tier
     upload = False
     remote_ok = True
@@ -117,10 +120,8 @@ class LocalStore:
         try:
             if move:
                 os.chmod(src, 0o444)
-                _fsync_file(src)
                 try:
                     os.rename(src, final)
-                    fsync_dir(final.parent)
                     return digest
                 except OSError as exc:
                     if exc.errno != errno.EXDEV:
@@ -188,6 +189,29 @@ class LocalStore:
             _silent_unlink(tmp)
             raise disk_error(exc, f"writing {dest}") from None
 
+    def link_to(self, digest: str, dest) -> str | None:
+        """Hard-link the blob at dest (which must not exist) and check the bytes linked; return the blob's path,
+        or None where this file system cannot link (another device, no hard links: copy instead). BlobMissing
+        and CacheCorruption as fetch_to. A blob is read-only; one a command made writable gets its mode back."""
+        src = self.blob_path(digest)
+        try:
+            os.link(src, dest)
+        except FileNotFoundError:
+            if not src.exists():
+                raise BlobMissing(digest) from None
+            raise
+        except OSError as exc:
+            if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.EACCES):
+                return None
+            raise disk_error(exc, f"writing {dest}") from None
+        if digest_file(dest) != digest:
+            _silent_unlink(dest)
+            self._quarantine(digest)
+            raise CacheCorruption(f"cache blob {digest} is corrupt and was removed", hint="rebuild to recreate it")
+        if os.stat(dest).st_mode & 0o777 != 0o444:
+            os.chmod(dest, 0o444)
+        return str(src)
+
     def verify_blob(self, digest: str) -> bool:
         try:
             return digest_file(self.blob_path(digest)) == digest
@@ -253,9 +277,7 @@ class LocalStore:
 
     def _commit_tmp(self, tmp: str, final: Path, mode: int) -> None:
         os.chmod(tmp, mode)
-        _fsync_file(tmp)
         os.replace(tmp, final)
-        fsync_dir(final.parent)
 
 
 def _names(top: Path):
@@ -269,14 +291,6 @@ def reject(store, key: str, exc: Untrusted) -> None:
     first = store.rejected.setdefault(key, exc.message) is exc.message  # atomic: one thread of several warns
     if first and store.warn is not None:
         store.warn(f"{store.name} cache entry {key} is corrupt and was ignored: {exc.message}")
-
-
-def _fsync_file(path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 FICLONE = 0x40049409  # linux/fs.h: the new file shares src's extents (btrfs, XFS); EOPNOTSUPP, EXDEV, EINVAL elsewhere

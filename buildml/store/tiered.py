@@ -55,6 +55,7 @@ class TieredStore:
     """LocalStore interface over a local store and a remote one."""
 
     name = "tiered"
+    can_link = True  # the local tier's blobs are files (link_to)
 
     def __init__(self, local, remote: RemoteStore, upload: bool = True, warn=lambda message: None, progress=None):
         self.local, self.remote, self.upload, self.warn = local, remote, upload, warn
@@ -228,6 +229,14 @@ class TieredStore:
             if digest in self._corrupt:
                 raise CacheCorruption(f"remote cache blob {digest} is corrupt; it was discarded and the action runs locally")
         self.local.fetch_to(digest, dest)
+
+    def link_to(self, digest: str, dest) -> str | None:
+        """LocalStore.link_to, downloading the blob (with its manifest's siblings) first if only the remote has it."""
+        if not self.local.has_blob(digest):
+            self._pull_blobs(self._siblings(digest))
+            if digest in self._corrupt:
+                raise CacheCorruption(f"remote cache blob {digest} is corrupt; it was discarded and the action runs locally")
+        return self.local.link_to(digest, dest)
 
     def read_bytes(self, digest: str) -> bytes:
         if not self.local.has_blob(digest):

@@ -254,7 +254,7 @@ def _stage(store, sandbox, action, blobs: Path) -> None:
         raise EnvironmentProblem(f"input {missing[0]} of {action.spec.label} is not in the remote cache {store.url}",
                                  hint="the client uploads inputs before submitting; check that both see the same cache")
     staged = [Staged(p, f.digest, f.executable, source=found[f.digest]) for p, f in sorted(action.inputs.items())]
-    sandbox.stage(store, staged, params_by_file(action), action.spec.workdir, action.spec.outs)
+    sandbox.stage(store, staged, params_by_file(action), action.spec.workdir, action.spec.outs, link=False)
 
 
 def _env(spec, sandbox, payload) -> tuple[dict, tuple]:
