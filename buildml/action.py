@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from buildml.hashing import digest_record
 from buildml.labels import Label
@@ -45,9 +46,8 @@ class ActionSpec:
     prefer: str | None = None  # cache.prefer for remote hits (None: the workspace's); not keyed
 
 
-@dataclass(frozen=True)
-class InputFile:
-    """One file of an action's input tree."""
+class InputFile(NamedTuple):
+    """One file of an action's input tree (a NamedTuple: there is one per input file, made on every build)."""
 
     digest: str
     size: int

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from buildml.hashing import RACY_NS, digest_file, is_executable
 
 PARALLEL_BYTES = 8 << 20  # hash in threads when at least this much must be read
 
 
-@dataclass(frozen=True)
-class FileDigest:
+class FileDigest(NamedTuple):
     """A file's content digest, size and executable bit."""
 
     digest: str
@@ -48,22 +47,28 @@ class Hasher:
             self.state.record_file(path, (*sig, digest))
         return FileDigest(digest, st.st_size, is_executable(st.st_mode))
 
-    def files(self, paths: list[str]) -> dict[str, FileDigest]:
-        """Digests of many files, in the order of `paths`; cache misses are hashed in parallel when that pays."""
-        stats = {p: os.stat(p) for p in paths}
-        misses = [p for p, st in stats.items() if not self._fresh(p, st)]
-        result = {}
-        if sum(stats[p].st_size for p in misses) >= PARALLEL_BYTES and len(misses) > 1:
+    def files(self, paths: list[str], stats: dict | None = None) -> dict[str, FileDigest]:
+        """Digests of many files, in the order of `paths`; cache misses are hashed in parallel when that pays.
+        stats: {path: os.stat_result} already taken in this build (a directory walk), so nothing is stat'ed twice."""
+        stats = stats or {}
+        entry = self.state.file_entry
+        result, misses = {}, []
+        for p in paths:
+            st = stats.get(p) or os.stat(p)
+            sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            cached = entry(p)
+            if cached is not None and cached[:4] == sig:
+                self.seen[p] = sig
+                result[p] = FileDigest(cached[4], st.st_size, is_executable(st.st_mode))
+            else:
+                misses.append((p, st))
+        if sum(st.st_size for _, st in misses) >= PARALLEL_BYTES and len(misses) > 1:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(self.threads) as pool:
-                for p, fd in zip(misses, pool.map(lambda p: self.file(p, stats[p]), misses)):
+                for (p, _), fd in zip(misses, pool.map(lambda m: self.file(*m), misses)):
                     result[p] = fd
-        for p, st in stats.items():
-            if p not in result:
+        else:
+            for p, st in misses:
                 result[p] = self.file(p, st)
-        return {p: result[p] for p in stats}
-
-    def _fresh(self, path: str, st) -> bool:
-        cached = self.state.file_entry(path)
-        return cached is not None and tuple(cached[:4]) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        return {p: result[p] for p in paths}

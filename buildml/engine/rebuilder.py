@@ -56,12 +56,13 @@ class Rebuilder:
         spec = self.graph.specs[label]
         inputs = self.graph.inputs[label]
         staged: dict[str, Staged] = {}
-        files = self._source_files(label, inputs.sources)
+        stats: dict = {}  # this build's stats of files found by walking directory deps
+        files = self._source_files(label, inputs.sources, stats)
         if spec.context_filter:  # an image's context: what survives its .dockerignore
             from buildml.executors.docker.dockerignore import filter_context
 
             files = filter_context(self.root, *spec.context_filter, files)
-        digests = self.hasher.files([os.path.join(self.root, p) for p in files])
+        digests = self.hasher.files([os.path.join(self.root, p) for p in files], stats)
         for path in files:
             full = os.path.join(self.root, path)
             fd = digests[full]
@@ -109,7 +110,7 @@ class Rebuilder:
         return [Staged(p, digests[os.path.join(root, p)].digest, digests[os.path.join(root, p)].executable,
                        os.path.join(root, p)) for p in sorted(found)]
 
-    def _source_files(self, label, sources) -> list[str]:
+    def _source_files(self, label, sources, stats: dict) -> list[str]:
         files: list[str] = []
         for rel in sources:
             full = os.path.join(self.root, rel)
@@ -118,7 +119,7 @@ class Rebuilder:
                 raise UserError(f"{rel} (a dep of {label}) is a symlink pointing outside the workspace",
                                 hint="declared inputs must stay inside the workspace")
             if os.path.isdir(full):
-                files.extend(self._walk(label, rel, full))
+                files.extend(self._walk(label, rel, full, stats))
             elif os.path.isfile(full):
                 files.append(rel)
             else:
@@ -135,23 +136,37 @@ class Rebuilder:
             ok = self._dir_inside[parent] = inside(self.root, parent)
         return not ok
 
-    def _walk(self, label, rel: str, full: str) -> list[str]:
+    def _walk(self, label, rel: str, full: str, stats: dict) -> list[str]:
+        """The files under a directory dep (not other targets' outs, not SKIP_DIRS), by scandir: the file type
+        comes with the listing and each file's stat is kept for the hasher (in stats), so a dataset of many
+        files costs one stat per file. Symlinked directories are not followed; a symlinked file must stay inside."""
         owner = self.graph.out_owner
         out = []
-        for dirpath, dirnames, filenames in os.walk(full, followlinks=False):
-            drel = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
-            dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and f"{drel}/{d}" not in owner)
-            for name in filenames:
-                p = f"{drel}/{name}"
+        todo = [(full, os.path.relpath(full, self.root).replace(os.sep, "/"))]
+        while todo:
+            dirpath, drel = todo.pop()
+            with os.scandir(dirpath) as entries:
+                listing = sorted(entries, key=lambda e: e.name)
+            for entry in listing:
+                p = f"{drel}/{entry.name}"
                 if p in owner:
                     continue
-                fp = os.path.join(dirpath, name)
-                if os.path.islink(fp) and not inside(self.root, fp):
-                    raise UserError(f"{p} (in dep {rel} of {label}) is a symlink pointing outside the workspace",
-                                    hint="declared inputs must stay inside the workspace")
-                if os.path.isfile(fp):
+                if entry.is_symlink():
+                    if os.path.isdir(entry.path):
+                        continue  # a symlinked directory is not followed
+                    if not inside(self.root, entry.path):
+                        raise UserError(f"{p} (in dep {rel} of {label}) is a symlink pointing outside the workspace",
+                                        hint="declared inputs must stay inside the workspace")
+                    if os.path.isfile(entry.path):
+                        _check_name(label, p, rel)
+                        out.append(p)
+                elif entry.is_dir():
+                    if entry.name not in SKIP_DIRS:
+                        todo.append((entry.path, p))
+                elif entry.is_file():
                     _check_name(label, p, rel)
                     out.append(p)
+                    stats[entry.path] = entry.stat()
         return out
 
     # -- decisions -------------------------------------------------------------------

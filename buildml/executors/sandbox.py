@@ -5,8 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from buildml.errors import BuildmlError, CacheCorruption, EnvironmentProblem, ExecutionError
 from buildml.fsutil import silent_unlink
@@ -16,8 +16,7 @@ from buildml.store.local import BlobMissing, remove_tree
 from buildml.trust import open_dir_under, open_under, symlinked_part
 
 
-@dataclass(frozen=True)
-class Staged:
+class Staged(NamedTuple):
     """Where one input comes from: a workspace file (abspath) or a store blob (digest)."""
 
     path: str
@@ -56,11 +55,12 @@ class Sandbox:
         link = link and store.can_link
         copied = 0
         made = set()
+        ws = str(self.ws)
         for item in inputs:
-            dest = self.ws / item.path
-            parent = dest.parent
+            dest = f"{ws}/{item.path}"
+            parent = os.path.dirname(dest)
             if parent not in made:
-                parent.mkdir(parents=True, exist_ok=True)
+                os.makedirs(parent, exist_ok=True)
                 made.add(parent)
             if link and not item.executable and self._link(store, item, dest):
                 continue
@@ -86,7 +86,7 @@ class Sandbox:
         for out in outs:
             (self.ws / out).parent.mkdir(parents=True, exist_ok=True)
 
-    def _link(self, store, item: Staged, dest: Path) -> bool:
+    def _link(self, store, item: Staged, dest: str) -> bool:
         """Hard-link item's blob at dest; False when this store or file system cannot (then it is copied)."""
         if item.digest in self._linked:
             blob = self._linked[item.digest][0]
@@ -96,27 +96,36 @@ class Sandbox:
                 return False
             self._linked[item.digest][2].append(item)
             return True
-        if item.source is not None and not store.has_blob(item.digest):
-            try:
-                store.put_file(item.source, item.digest)
-            except FileNotFoundError:
-                raise ExecutionError(f"input {item.path} disappeared during the build", hint="run the build again") from None
-            except EnvironmentProblem as exc:
-                if "changed while" in exc.message:
-                    raise ExecutionError(f"input {item.path} changed during the build", hint="run the build again") from None
-                raise
-        try:
-            blob = store.link_to(item.digest, dest)
-        except (BlobMissing, CacheCorruption):
+        try:  # a workspace file's blob is only ever local: no remote lookup per source file
+            blob = (store if item.source is None else store.local).link_to(item.digest, dest)
+        except BlobMissing:
+            if item.source is None:
+                if item.fallback is None:
+                    raise
+                return False  # copied (and verified) from the materialized file instead
+            self._put_source(store.local, item)  # a workspace file enters the cache once per content
+            blob = store.local.link_to(item.digest, dest)
+        except CacheCorruption:
             if item.fallback is None and item.source is None:
                 raise
-            return False  # copied (and verified) from the materialized file instead
+            return False
         if blob is None:
             return False
         st = os.stat(blob)
         self._inodes.add((st.st_dev, st.st_ino))
         self._linked[item.digest] = (blob, None, [item])
         return True
+
+    @staticmethod
+    def _put_source(store, item: Staged) -> None:
+        try:
+            store.put_file(item.source, item.digest)
+        except FileNotFoundError:
+            raise ExecutionError(f"input {item.path} disappeared during the build", hint="run the build again") from None
+        except EnvironmentProblem as exc:
+            if "changed while" in exc.message:
+                raise ExecutionError(f"input {item.path} changed during the build", hint="run the build again") from None
+            raise
 
     def check_inputs(self, store) -> None:
         """After the command: every linked blob is as it was. A blob whose bytes changed (a command made its input

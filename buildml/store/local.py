@@ -51,6 +51,7 @@ class LocalStore:
         self.root = Path(root)
         self.warn = warn  # message -> None: where a rejected entry is reported (once per key)
         self.rejected: dict = {}  # key -> why its manifest was rejected as corrupt
+        self._cas = str(self.root / "cas")
         for sub in ("cas", "ac", "tmp", "locks"):
             try:
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -193,11 +194,12 @@ class LocalStore:
         """Hard-link the blob at dest (which must not exist) and check the bytes linked; return the blob's path,
         or None where this file system cannot link (another device, no hard links: copy instead). BlobMissing
         and CacheCorruption as fetch_to. A blob is read-only; one a command made writable gets its mode back."""
-        src = self.blob_path(digest)
+        check_digest(digest, "blob digest")
+        src = f"{self._cas}/{digest[:2]}/{digest}"  # blob_path as text: this runs once per staged file
         try:
             os.link(src, dest)
         except FileNotFoundError:
-            if not src.exists():
+            if not os.path.exists(src):
                 raise BlobMissing(digest) from None
             raise
         except OSError as exc:
@@ -210,7 +212,7 @@ class LocalStore:
             raise CacheCorruption(f"cache blob {digest} is corrupt and was removed", hint="rebuild to recreate it")
         if os.stat(dest).st_mode & 0o777 != 0o444:
             os.chmod(dest, 0o444)
-        return str(src)
+        return src
 
     def verify_blob(self, digest: str) -> bool:
         try:

@@ -17,7 +17,7 @@ from buildml.errors import CacheCorruption, EnvironmentProblem
 from buildml.hashing import digest_file
 from buildml.store import bandwidth
 from buildml.store.remote import RemoteStore, RemoteUnavailable
-from buildml.store.local import remove_tree
+from buildml.store.local import BlobMissing, remove_tree
 
 REMOTE_ENV = "BUILDML_REMOTE_CACHE"
 ADMIT_THREADS = 8
@@ -232,7 +232,9 @@ class TieredStore:
 
     def link_to(self, digest: str, dest) -> str | None:
         """LocalStore.link_to, downloading the blob (with its manifest's siblings) first if only the remote has it."""
-        if not self.local.has_blob(digest):
+        try:
+            return self.local.link_to(digest, dest)
+        except BlobMissing:
             self._pull_blobs(self._siblings(digest))
             if digest in self._corrupt:
                 raise CacheCorruption(f"remote cache blob {digest} is corrupt; it was discarded and the action runs locally")
