@@ -440,7 +440,11 @@ def versions(tools: list[str]) -> str:
         args = {"bazel": ["--version"], "make": ["--version"], "ninja": ["--version"], "doit": ["--version"]}[t]
         proc = subprocess.run([find_tool(t), *args], capture_output=True, text=True, cwd=tempfile.gettempdir())
         first = (proc.stdout or proc.stderr).strip().splitlines()
-        out.append(f"{t} {first[0].split()[-1] if first else '?'}")
+        version = first[0].split()[-1] if first else "?"
+        if t == "bazel" and version == "no_version":  # Debian's bazel-bootstrap says no more than that
+            deb = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "bazel-bootstrap"], capture_output=True, text=True)
+            version = f"{deb.stdout.strip()} (Debian bazel-bootstrap)" if deb.returncode == 0 else version
+        out.append(f"{t} {version}")
     return ", ".join(out)
 
 
