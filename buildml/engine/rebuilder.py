@@ -108,7 +108,7 @@ class Rebuilder:
                              if not os.path.islink(os.path.join(d, n)))
         digests = self.hasher.files([os.path.join(root, p) for p in found])
         return [Staged(p, digests[os.path.join(root, p)].digest, digests[os.path.join(root, p)].executable,
-                       os.path.join(root, p)) for p in sorted(found)]
+                       os.path.join(root, p), writable=True) for p in sorted(found)]
 
     def _source_files(self, label, sources, stats: dict) -> list[str]:
         files: list[str] = []

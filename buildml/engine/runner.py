@@ -102,8 +102,8 @@ class Runner:
         try:
             sandbox.stage(self.store, staged, params_by_file(action), spec.workdir, spec.outs)
             if sandbox.copied and self.store.can_link:
-                on_line(f"buildml: {sandbox.copied} of {len(staged)} inputs staged by copy (executable, or their "
-                        "blobs could not be hard-linked here)")
+                on_line(f"buildml: {sandbox.copied} of {len(staged)} inputs staged by copy (executables, persist: true outs, "
+                        "or blobs that could not be hard-linked here)")
             env, masks = action_env(spec, sandbox, self.caller_env)
             env.update(self.devices(action))
             log_path = sandbox.root / "action.log"

@@ -24,6 +24,7 @@ class Staged(NamedTuple):
     executable: bool
     source: str | None = None  # absolute workspace path; None means "from the store"
     fallback: str | None = None  # a materialized copy to use if the store lost the blob
+    writable: bool = False  # the command may change it (a persist: true out): a copy, never a link
 
 
 class Sandbox:
@@ -62,7 +63,7 @@ class Sandbox:
             if parent not in made:
                 os.makedirs(parent, exist_ok=True)
                 made.add(parent)
-            if link and not item.executable and self._link(store, item, dest):
+            if link and not item.executable and not item.writable and self._link(store, item, dest):
                 continue
             copied += 1
             if item.source is None:
