@@ -242,8 +242,9 @@ def bench_source(work: Path, tag: str, files: int, size: int, repeat: int, chang
 
 
 def opened_files(root: Path, cache: Path) -> dict | None:
-    """Dataset files (*.bin) one `buildml build` opened, from strace -f: distinct workspace files opened for
-    reading (hashing, or copying them elsewhere) and files created (copies, e.g. into an action's sandbox)."""
+    """Dataset files (*.bin) one `buildml build` opened, from strace -f: opens for reading of workspace files
+    (hashing them, or copying them elsewhere), how many distinct files those were, and files created (copies,
+    e.g. into an action's sandbox). Read opens minus copies made is what was read for any other reason."""
     if shutil.which("strace") is None:
         return None
     trace = root.parent / f"{root.name}.strace"
@@ -251,7 +252,7 @@ def opened_files(root: Path, cache: Path) -> dict | None:
     subprocess.run(["strace", "-f", "-qq", "-e", "trace=open,openat", "-o", str(trace), *BUILDML, "build", "-q"],
                    cwd=root, env=env, capture_output=True, check=True)
     pattern = re.compile(r'open(?:at)?\((?:[^,]+, )?"([^"]+\.bin)", ([A-Z_|]+)[^)]*\) = \d+')
-    read, created = set(), set()
+    read, created, read_opens = set(), set(), 0
     with open(trace) as f:
         for line in f:
             m = pattern.search(line)
@@ -262,8 +263,9 @@ def opened_files(root: Path, cache: Path) -> dict | None:
                 created.add(path)
             elif os.path.join(root, path).startswith(str(root / "data")):
                 read.add(path)
+                read_opens += 1
     trace.unlink()
-    return {"read": len(read), "created": len(created)}
+    return {"read_opens": read_opens, "read": len(read), "created": len(created)}
 
 
 # --- the table -------------------------------------------------------------------------------------------------
@@ -309,7 +311,9 @@ def table(res: dict, repeat: int) -> str:
         below(f"A {n} source: one file changed, rebuilt ({src['reran'][-1]} action re-ran)", src["changed"], 2)
         o = src["opened"]
         row(f"A {n} source: dataset files that rebuild read (strace)",
-            "n/a (no strace)" if o is None else f"{o['read']:,} of {src['files']:,} (and {o['created']:,} copies written)")
+            "n/a (no strace)" if o is None else
+            f"{o['read_opens']:,} opens for reading of {o['read']:,} distinct files (of {src['files']:,}); "
+            f"{o['created']:,} copies written; read opens beyond the copies: {o['read_opens'] - o['created']:,}")
         if src["summary_reads"]:
             row(f"A {n} source: the build's own count", json.dumps(src["summary_reads"]))
     b = res.get("b")
