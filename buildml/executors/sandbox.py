@@ -8,11 +8,11 @@ import stat
 from pathlib import Path
 from typing import NamedTuple
 
-from buildml.errors import BuildmlError, CacheCorruption, EnvironmentProblem, ExecutionError
+from buildml.errors import BuildmlError, CacheCorruption, ExecutionError
 from buildml.fsutil import silent_unlink
 from buildml.hashing import copy_and_digest, digest_file, is_executable
 from buildml.load.params import write_subset
-from buildml.store.local import BlobMissing, remove_tree
+from buildml.store.local import BlobMissing, ChangedWhileStored, remove_tree
 from buildml.trust import open_dir_under, open_under, symlinked_part
 
 
@@ -123,10 +123,8 @@ class Sandbox:
             store.put_file(item.source, item.digest)
         except FileNotFoundError:
             raise ExecutionError(f"input {item.path} disappeared during the build", hint="run the build again") from None
-        except EnvironmentProblem as exc:
-            if "changed while" in exc.message:
-                raise ExecutionError(f"input {item.path} changed during the build", hint="run the build again") from None
-            raise
+        except ChangedWhileStored:
+            raise ExecutionError(f"input {item.path} changed during the build", hint="run the build again") from None
 
     def check_inputs(self, store) -> None:
         """After the command: every linked blob is as it was. A blob whose bytes changed (a command made its input

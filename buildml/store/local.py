@@ -26,6 +26,10 @@ class BlobMissing(Exception):
     """The store has no blob with that digest."""
 
 
+class ChangedWhileStored(EnvironmentProblem):
+    """A file given with its digest held other bytes when it was copied in (edited during the build)."""
+
+
 def disk_error(exc: OSError, what: str) -> EnvironmentProblem:
     if exc.errno == errno.ENOSPC:
         return EnvironmentProblem(f"no space left on device while {what}",
@@ -131,7 +135,7 @@ class LocalStore:
             got = copy_and_digest(src, tmp)
             if got != digest:
                 os.unlink(tmp)
-                raise EnvironmentProblem(f"file {src} changed while it was being stored", hint="do not edit inputs during a build")
+                raise ChangedWhileStored(f"file {src} changed while it was being stored", hint="do not edit inputs during a build")
             self._commit_tmp(tmp, final, mode=0o444)
             if move:
                 os.unlink(src)
