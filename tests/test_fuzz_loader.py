@@ -82,7 +82,7 @@ def seeds() -> list[bytes]:
     sys.path.insert(0, str(HERE))
     from test_bad_input import CASES
 
-    return found + [text.encode() for text, _ in CASES.values()] + [LIB_BUILD.replace("gen", "a").encode()]
+    return found + [text.encode() for text, _ in CASES.values()] + [LIB_BUILD.replace("gen", "a").encode()] + FOUND
 
 
 def dict_escape(token: str) -> str:
@@ -116,6 +116,15 @@ def bomb(width: int, levels: int = 8) -> str:
     """A "billion laughs" document: `levels` anchors, each an array of `width` aliases of the one before."""
     return f"a: &a [{','.join('x' * width)}]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join(["*" + chr(97 + i)] * 10) + "]\n" for i in range(levels))
+
+
+# inputs a fuzz run found crashing, kept so they stay fixed
+FOUND = [b"md: !!bool x\n", b"a: !!float ''\n", b"a: !!timestamp x\n", b"targets:\n  t:\n    command: !!bool ''\n"]
+
+
+def test_found_crashes_stay_fixed():
+    for data in FOUND:
+        fuzz_one(data)
 
 
 def test_alias_bombs_cost_no_time():

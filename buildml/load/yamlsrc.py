@@ -73,8 +73,14 @@ class _Builder:
     def _scalar(self, node):
         try:
             return self.constructor.construct_object(node, deep=True)
-        except ValueError as exc:  # 2024-13-45 (a date resolver match), an int past Python's 4300-digit limit
-            raise LoadError(f"invalid YAML value {node.value!r:.60}: {str(exc).split(';')[0]}",
+        except yaml.constructor.ConstructorError:
+            raise  # it carries its own mark; load_yaml renders it
+        except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+            # PyYAML's constructors fail this way on an explicit tag over a value it does not fit (`!!bool x`:
+            # KeyError, `!!float ''`: IndexError, `!!timestamp x`: AttributeError), on 2024-13-45 (a date resolver
+            # match) and on an int past Python's 4300-digit limit
+            why = str(exc).split(";")[0] if isinstance(exc, ValueError) else f"not a valid {node.tag.rsplit(':', 1)[-1]}"
+            raise LoadError(f"invalid YAML value {node.value!r:.60}: {why}",
                             location=_loc(self.file, node), hint="quote it to make it a string") from None
 
     def _mapping(self, node, path: tuple) -> dict:
