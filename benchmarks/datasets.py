@@ -46,6 +46,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from synth import as_installed  # noqa: E402
+
 # The CLI as a process of this interpreter: whatever `import buildml` finds (the venv's package, or PYTHONPATH's).
 BUILDML = [sys.executable, "-c", "import sys; from buildml.cli import main; sys.argv[0] = 'buildml'; sys.exit(main())"]
 DVC = shutil.which("dvc", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -382,6 +385,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temporary data")
     ap.add_argument("--write-readme", action="store_true", help=f"rewrite {START} ... {END} in benchmarks/README.md")
     args = ap.parse_args()
+    as_installed()
     sections = set(args.only or ["a", "c"] + (["b"] if args.big else []))
     work = Path(tempfile.mkdtemp(prefix="buildml-datasets-", dir=args.tmp))
     res: dict = {}

@@ -53,7 +53,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from synth import generate  # noqa: E402
+from synth import as_installed, generate  # noqa: E402
 
 BUILDML = str(Path(sys.executable).parent / "buildml")
 ALL_TOOLS = ("buildml", "doit", "ninja", "make", "bazel")
@@ -457,6 +457,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="-j for every tool (default: cores)")
     ap.add_argument("--write-readme", action="store_true", help="rewrite the peers section of benchmarks/README.md")
     args = ap.parse_args()
+    as_installed()
     sizes = args.n or ([100] if args.quick else [1000])
     repeat = args.repeat or (2 if args.quick else 5)
     wanted = [t.strip() for t in args.tools.split(",") if t.strip()]

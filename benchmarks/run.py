@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from synth import generate  # noqa: E402
+from synth import as_installed, generate  # noqa: E402
 
 BUILDML = str(Path(sys.executable).parent / "buildml")
 NO_CERT = "BUILDML_NOOP_CERTIFICATE"  # set to 0: every no-op loads and checks everything (buildml/noop.py)
@@ -200,6 +200,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-write", action="store_true", help="print the table without updating README.md")
     args = ap.parse_args()
+    as_installed()
     work = Path(tempfile.mkdtemp(prefix="buildml-bench-"))
     sizes = (100, 1000) if args.quick else (100, 1000, 10000)
     results = {"synthetic": [bench_synthetic(n, work, args.repeat) for n in sizes]}

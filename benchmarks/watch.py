@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from synth import PER_PACKAGE, generate  # noqa: E402
+from synth import PER_PACKAGE, as_installed, generate  # noqa: E402
 
 BUILDML = str(Path(sys.executable).parent / "buildml")
 
@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, action="append", help="synthetic DAG sizes (default 1000)")
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
+    as_installed()
     with tempfile.TemporaryDirectory(prefix="buildml-watch-bench-") as tmp:
         for n in args.n or [1000]:
             r = measure(n, args.repeat, Path(tmp))
