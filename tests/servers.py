@@ -7,6 +7,7 @@ a private server that a test may kill. Each server object knows the environment 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pytest
 
@@ -89,6 +91,37 @@ class Server:
         name = f"b-{uuid.uuid4().hex[:10]}"
         self.fs().mkdir(name)
         return f"{self.scheme}://{name}/{prefix}"
+
+    def _recorder(self, action: str) -> str:
+        method = "GET" if action == "download-recording" else "POST"
+        request = urllib.request.Request(f"{self.endpoint}/moto-api/recorder/{action}", method=method)
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.read().decode()
+
+    @contextlib.contextmanager
+    def recording(self):
+        """moto only: the requests the server answered inside the block, filled in when it ends, as dicts
+        {"method", "path" (unquoted, from the bucket on, e.g. /b-1a2b/cache/cas/ab/ab12...), "query", "headers"}.
+
+        moto's recorder (/moto-api/recorder/*, a file in the server's working directory) is emptied and started
+        here, then stopped and emptied again whatever happens, so the session's other tests are not recorded.
+        """
+        if self.kind != "moto":
+            raise TypeError(f"only moto's server records requests, not {self.kind}")
+        requests: list[dict] = []
+        self._recorder("reset-recording")
+        self._recorder("start-recording")
+        try:
+            yield requests
+        finally:
+            self._recorder("stop-recording")
+            text = self._recorder("download-recording")
+            self._recorder("reset-recording")
+        for line in text.splitlines():
+            entry = json.loads(line)
+            url = urlparse(entry["url"])
+            requests.append({"method": entry["method"], "path": unquote(url.path), "query": url.query,
+                             "headers": entry["headers"]})
 
     def stop(self) -> None:
         if self.proc.poll() is None:
