@@ -196,10 +196,14 @@ def build(targets, jobs, keep_going, params, as_json, verbose, quiet, color, rem
     session.emit = noop.watch(_recorded(session, display))
     for event in early:
         session.emit(event)
+    known = noop.vouched()  # after an edit: the targets it cannot have touched, taken as they were
     try:
-        finished = session.build(targets)
+        finished = session.build(targets, known=known)
     finally:
         getattr(display, "close", lambda: None)()
+    if verbose and not as_json and noop.vouched_for:
+        click.echo(f"no-op certificate: partly used: {noop.vouched_for[0]} of {noop.vouched_for[1]} targets read "
+                   "nothing that changed and were taken as they were; the rest were examined", err=True)
     why_not = noop.certify(session, finished)
     if verbose and not as_json:  # why the next identical build does (or does not) answer from stats alone
         click.echo("no-op certificate: " + (f"not written: {why_not}" if why_not else  # stderr: stdout is the build's

@@ -32,6 +32,7 @@ class Hasher:
         self.threads = threads or min(8, (os.cpu_count() or 2))
         self.reads = 0  # files actually read (cache misses), for tests and benchmarks
         self.seen: dict = {}  # path -> the stat signature its digest was taken at (for buildml/noop.py)
+        self.digested: dict = {}  # path -> the digest this build used (noop.py vouches for a racy file by it)
 
     def file(self, path: str, st: os.stat_result | None = None) -> FileDigest:
         """Digest of one regular file (path is absolute)."""
@@ -40,8 +41,9 @@ class Hasher:
         self.seen[path] = sig
         cached = self.state.file_entry(path)
         if cached is not None and tuple(cached[:4]) == sig:
+            self.digested[path] = cached[4]
             return FileDigest(cached[4], st.st_size, is_executable(st.st_mode))
-        digest = digest_file(path)
+        self.digested[path] = digest = digest_file(path)
         self.reads += 1
         if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > RACY_NS:
             self.state.record_file(path, (*sig, digest))
@@ -59,6 +61,7 @@ class Hasher:
             cached = entry(p)
             if cached is not None and cached[:4] == sig:
                 self.seen[p] = sig
+                self.digested[p] = cached[4]
                 result[p] = FileDigest(cached[4], st.st_size, is_executable(st.st_mode))
             else:
                 misses.append((p, st))

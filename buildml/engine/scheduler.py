@@ -50,6 +50,9 @@ class Scheduler:
         wanted = set(order)
         results: dict = {l: Result(l, Outcome.UP_TO_DATE, r.key, r.outputs, manifest=r.manifest, is_test=r.is_test)
                          for l, r in (known or {}).items() if l in wanted and r.ok}
+        for label in order:
+            if label in results:
+                self.emit(TargetFinished(results[label]))
         interrupted = False
         try:
             self._walk(order, results)

@@ -40,31 +40,58 @@ def uncertifiable(graph, labels, local_executors=("local",)) -> str | None:
 
 def build_paths(ws, graph, labels, results, out_root: str) -> set[str]:
     """Absolute paths whose stat signatures decide whether building labels again would do anything."""
+    by_label = {r.label: r for r in results}
+    paths = global_paths(ws)
+    for label in labels:
+        paths |= target_paths(ws, graph, label, by_label.get(label), out_root)
+    for result in results:
+        if result.label not in labels:
+            paths |= output_paths(result, out_root)
+    return paths
+
+
+def global_paths(ws) -> set[str]:
+    """The paths every target's result depends on: buildml.yaml, the loader's walk and its BUILD files, buildml's
+    modules and the workspace's rule modules."""
     root = str(ws.root)
     files = {os.path.join(root, ROOT_FILE)} if os.path.isfile(os.path.join(root, ROOT_FILE)) else set()
     dirs: set[str] = {root}  # a buildml.yaml made in a DVC repo changes its entries
     walk_packages(root, dirs, files)
-    for label in labels:
-        spec = graph.specs[label]
-        for rel in graph.inputs[label].sources:
-            full = os.path.join(root, rel)
-            if os.path.isdir(full):
-                walk_tree(full, dirs, files)
-            else:
-                files.add(full)
-        for dep in spec.deps:
-            if dep.startswith(("!", "//", ":")) or "://" in dep:
-                continue
-            if GLOB_CHARS & set(dep):
-                glob_dirs(root, spec.label.package, dep, dirs)
-            else:  # a path: its directory's entries decide whether it exists
-                dirs.add(os.path.dirname(os.path.normpath(os.path.join(root, spec.label.package, dep))))
-        files.update(os.path.join(root, f) for f, _keys in spec.params)
-    for result in results:
-        files.update(os.path.join(out_root, p) for p in result.outputs)
-    dirs.update(os.path.dirname(f) for f in files)  # entries renamed over a file change its directory
     files.update(module_files(root))
     return files | dirs
+
+
+def target_paths(ws, graph, label, result, out_root: str) -> set[str]:
+    """The paths only label's result depends on (beyond those of the targets it depends on): its sources, the
+    directories its globs and path deps list, its params files, its outputs, and the directory of each."""
+    root = str(ws.root)
+    files: set[str] = set()
+    dirs: set[str] = set()
+    spec = graph.specs[label]
+    for rel in graph.inputs[label].sources:
+        full = os.path.join(root, rel)
+        if os.path.isdir(full):
+            walk_tree(full, dirs, files)
+        else:
+            files.add(full)
+    for dep in spec.deps:
+        if dep.startswith(("!", "//", ":")) or "://" in dep:
+            continue
+        if GLOB_CHARS & set(dep):
+            glob_dirs(root, spec.label.package, dep, dirs)
+        else:  # a path: its directory's entries decide whether it exists
+            dirs.add(os.path.dirname(os.path.normpath(os.path.join(root, spec.label.package, dep))))
+    files.update(os.path.join(root, f) for f, _keys in spec.params)
+    if result is not None:
+        files.update(os.path.join(out_root, p) for p in result.outputs)
+    dirs.update(os.path.dirname(f) for f in files)  # entries renamed over a file change its directory
+    return files | dirs
+
+
+def output_paths(result, out_root: str) -> set[str]:
+    """A result's materialized outputs and their directories."""
+    files = {os.path.join(out_root, p) for p in result.outputs}
+    return files | {os.path.dirname(f) for f in files}
 
 
 def walk_packages(root: str, dirs: set, files: set) -> None:
