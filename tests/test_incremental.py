@@ -188,7 +188,7 @@ def certify(ws: WS, *args) -> None:
     assert USED in ws.run("build", "-v", *args, check=0).stderr
 
 
-def outputs(ws: WS, a="alpha\n", b="beta\n", mode="one", lr="0.1", lone="lone\n") -> dict:
+def outputs(a="alpha\n", b="beta\n", mode="one", lr="0.1", lone="lone\n") -> dict:
     """Every output's expected content, from the sources it was built from."""
     c = a + b
     return {"a.out": a, "b.out": c, "c.out": c, "sib.out": a.upper() + f"mode={mode}\n", "lone.out": lone,
@@ -196,7 +196,7 @@ def outputs(ws: WS, a="alpha\n", b="beta\n", mode="one", lr="0.1", lone="lone\n"
 
 
 def assert_outputs(ws: WS, **sources) -> None:
-    assert {p: ws.read(p) for p in outputs(ws)} == outputs(ws, **sources)
+    assert {p: ws.read(p) for p in outputs()} == outputs(**sources)
 
 
 # -- 1. source edit ------------------------------------------------------------------------------------
@@ -260,6 +260,7 @@ def test_unselected_param_runs_nothing(pool):
     ws.write("ml/params.yaml", "train:\n  lr: 0.5\n  epochs: 30\nnew: {x: 1}\n")
     assert ran(ws) == ["//ml:report", "//ml:train"]
     assert_outputs(ws, lr="0.5")
+    assert_noop(ws)
 
 
 # -- 4. BUILD edits --------------------------------------------------------------------------------------
@@ -293,6 +294,7 @@ def test_removed_target_runs_nothing(pool):
     ws.write("src/a.txt", "ALPHA\n")  # the rest of the graph still rebuilds by its cone
     assert ran(ws) == CONE_A
     assert_outputs(ws, a="ALPHA\n")
+    assert_noop(ws, total=len(ALL) - 1)
 
 
 def test_build_file_edit_that_changes_no_target_runs_nothing(pool):
@@ -323,6 +325,8 @@ def test_rule_module_edit_rebuilds_its_targets(pool):
     ws.write("src/a.txt", "alpha2\n")
     assert ran(ws) == sorted(CONE_A + ["//:after"])
     assert_outputs(ws, a="alpha2\n")
+    assert ws.read("after.out") == "v2 hello\nalpha2\n"
+    assert_noop(ws, total=total)
 
 
 # -- 6. environment -----------------------------------------------------------------------------------------
@@ -424,10 +428,13 @@ def _replace(path, text: str, keep_times: bool = False) -> None:
 
 def test_racy_edits_within_the_same_second_rebuild(pool):
     """Build, then at once (same second, same size) rewrite a source and build again, three times: each rebuilds
-    the cone. Then the worst case, twice in a row: same size, same mtime_ns, same inode, other bytes. What
-    buildml guarantees: a file's stat signature is (size, mtime_ns, ctime_ns, inode), any write sets the ctime to
-    now, and a file changed within RACY_NS (2 s) of being hashed is re-hashed next time, never trusted; so such
-    an edit is seen whenever the clock moved between the writes."""
+    the cone. Then the worst cases, each right after a build: other bytes of the same size with the same mtime_ns
+    and inode (twice in a row), and with the same mtime_ns but a new inode (an editor's rename over the file); and
+    once more after a settled, certified no-op. What buildml guarantees: a file's stat signature is (size,
+    mtime_ns, ctime_ns, inode); any write, utime or rename sets the ctime to now, which no call can set back; and
+    a digest is kept in the stat cache (and a certificate written) only for a file unchanged for RACY_NS (2 s)
+    before it was read. So an edit is seen even when it lands in the same timestamp tick as the read before it:
+    that read was racy, so the file is hashed again."""
     ws = pool("racy")
     for text in ("alpha1\n", "alpha2\n", "alpha3\n"):
         ws.write("src/a.txt", text)
@@ -438,16 +445,16 @@ def test_racy_edits_within_the_same_second_rebuild(pool):
         assert ran(ws) == CONE_A
         assert_outputs(ws, a=text)
     st = os.stat(ws.root / "src/a.txt")
-    _replace(ws.root / "src/a.txt", "alpha7\n", keep_times=True)  # same size and mtime_ns, another inode
+    _replace(ws.root / "src/a.txt", "alpha6\n", keep_times=True)  # same size and mtime_ns, another inode
     assert (os.stat(ws.root / "src/a.txt").st_size, os.stat(ws.root / "src/a.txt").st_mtime_ns) == \
         (st.st_size, st.st_mtime_ns)
     assert ran(ws) == CONE_A
-    assert_outputs(ws, a="alpha7\n")
+    assert_outputs(ws, a="alpha6\n")
     assert_noop(ws)
     certify(ws)  # and once settled, the same worst case against the certificate and the stat cache's entry
-    _rewrite_same_stat(ws.root / "src/a.txt", "alpha6\n")
+    _rewrite_same_stat(ws.root / "src/a.txt", "alpha7\n")
     assert ran(ws) == CONE_A
-    assert_outputs(ws, a="alpha6\n")
+    assert_outputs(ws, a="alpha7\n")
     assert_noop(ws)
 
 
