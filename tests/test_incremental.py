@@ -345,14 +345,14 @@ def test_declared_env_change_rebuilds_that_target(pool):
 
 def test_host_environment_enters_no_key(pool):
     """As documented (README "What a command sees"): the caller's PATH, undeclared variables (even one a target
-    declares), BUILDML_* variables, HOME and secrets' values are not keyed, so changing them runs nothing; a
+    declares), BUILDML_* variables, HOME, the GPUs and threads the caller sets and secrets' values are not keyed, so changing them runs nothing; a
     command still sees its declared value. Switching the environment back finds its incremental state intact."""
     ws = pool("env_host")
     extra_bin = ws.root.parent / "env-host-bin"
     extra_bin.mkdir()
     variants = [{"PATH": f"{extra_bin}{os.pathsep}{ws.env()['PATH']}"}, {"MODE": "from-the-caller"},
                 {"UNRELATED_VAR": "1"}, {"BUILDML_INCTEST_UNKNOWN": "1"}, {"HOME": str(extra_bin)},
-                {"TOKEN": "another-secret-value"}]
+                {"CUDA_VISIBLE_DEVICES": "3", "OMP_NUM_THREADS": "7"}, {"TOKEN": "another-secret-value"}]
     for variant in variants:
         assert_noop(ws, env=ws.env(**variant))
     assert_outputs(ws)  # MODE is still the declared one
