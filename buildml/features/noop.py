@@ -144,7 +144,7 @@ class NoopCertificate:
         if self._stale is None:
             return None
         root, body = self._stale
-        more = read_more(body)
+        more = self._more()
         if more is None:
             return None
         changed = changed_paths(root, body, dict(more["listings"]))
@@ -195,6 +195,8 @@ class NoopCertificate:
         hasher = getattr(session, "hasher", None)
         out_root = session.options.out_root or str(session.ws.root)
         common = global_paths(session.ws) | set(getattr(session, "commit_files", ()))  # HEAD moves: its sources
+        root = str(session.ws.root)  # params files too: loading reads them (`${}`, dvc.yaml's foreach and vars)
+        common.update(os.path.join(root, f) for spec in session.graph.specs.values() for f, _keys in spec.params)
         own = [target_paths(session.ws, session.graph, r.label, r, out_root) for r in finished.results]
         paths = sorted(common.union(*own))
         used = dict(getattr(hasher, "digested", {}))  # what this build used: sources it hashed, outputs it made
@@ -249,6 +251,23 @@ class NoopCertificate:
             return why
         return None if str(session.ws.root) == find_root(self.cwd) else "run from inside a nested workspace"
 
+    def _more(self) -> dict | None:
+        """The per-target part of the stale certificate, parsed once."""
+        if "_parsed" not in self.__dict__:
+            self._parsed = read_more(self._stale[1])
+        return self._parsed
+
+    def _listings_before(self, root: str) -> dict:
+        """Absolute directory path -> listing digest, of the certificate this build found stale (if any)."""
+        if self._stale is None:
+            return {}
+        old_root, body = self._stale
+        more = self._more() if old_root == root else None
+        if more is None:
+            return {}
+        return {os.path.join(root, body["paths"][i]): digest for i, digest in more["listings"]
+                if i < len(body["paths"])}
+
     def _settled(self, paths, used: dict, root: str) -> tuple | str:
         """(signatures, racy) of paths, or why one cannot be vouched for (missing, or racy and not by content).
 
@@ -259,12 +278,13 @@ class NoopCertificate:
         hashed) and trusts their stats for nothing."""
         sigs, racy = [], []
         known = set(paths)
+        before = self._listings_before(root)
         for i, path in enumerate(paths):
             sig = signature(path)
             if sig is None:
                 return f"{_shown(path, root)} is gone"
             if is_racy(sig, self.started_ns):
-                digest, why = _vouch(path, used.get(path), known)
+                digest, why = _vouch(path, used.get(path), known, before.get(path))
                 if digest is None:
                     return RACY.format(path=_shown(path, root), why=why)
                 racy.append([i, digest])
@@ -295,15 +315,19 @@ def _per_target(graph, results, paths, common, own) -> dict:
             "listings": sorted(listings.items())}
 
 
-def _vouch(path: str, used: str | None, known: set) -> tuple:
+def _vouch(path: str, used: str | None, known: set, before: str | None) -> tuple:
     """(the content digest that vouches for a racy path now, None) or (None, why it cannot): a file whose bytes
-    are not those the build used (or of which it used none), a directory holding an entry the build did not know."""
+    are not those the build used (or of which it used none), a directory holding an entry the build did not read
+    unless its listing is the one the last certificate recorded (before): entries there since, nothing read them."""
     if os.path.isdir(path):
         names = _listing(path)
-        stranger = next((n for n in names or () if os.path.join(path, n) not in known), None)
-        if names is None or stranger is not None:
-            return None, f"it holds {stranger!r}, which the build did not read" if stranger else "it cannot be listed"
-        return _listing_digest(names), None
+        if names is None:
+            return None, "it cannot be listed"
+        digest = _listing_digest(names)
+        stranger = next((n for n in names if os.path.join(path, n) not in known and n != STATE_DIR), None)
+        if stranger is not None and digest != before:
+            return None, f"it holds {stranger!r}, which the build did not read, and its entries changed"
+        return digest, None
     if used is None:
         return None, "the build read it without hashing it (a BUILD, params or module file)"
     return (used, None) if _content(path) == used else (None, "its bytes changed since the build used them")
