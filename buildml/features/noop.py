@@ -82,6 +82,7 @@ class NoopCertificate:
         self.warned = False
         self._stale = None  # (root, body) of a certificate whose paths changed
         self.vouched_for = None  # (targets vouched for, targets) when vouched() took some as they were
+        self._own_paths: dict = {}  # label -> the paths its result depends on, of each target vouched() took
 
     def watch(self, emit):
         """emit, noting whether the build warned (a build that warned is not certified)."""
@@ -169,11 +170,13 @@ class NoopCertificate:
         from buildml.labels import Label
 
         known = {}
+        paths = [os.path.join(root, p) for p in body["paths"]]
         for t, (package, name, key, _outputs, _show) in enumerate(body["targets"]):
             if t not in dirty:
+                label = Label(package, name)
                 outputs, manifest = more["results"][t]
-                known[Label(package, name)] = Result(Label(package, name), Outcome.UP_TO_DATE, key, outputs,
-                                                     manifest=manifest)
+                known[label] = Result(label, Outcome.UP_TO_DATE, key, outputs, manifest=manifest)
+                self._own_paths[label] = {paths[i] for i in more["own"][t]}
         if not known:
             return None
         self.vouched_for = (len(known), len(body["targets"]))
@@ -197,7 +200,9 @@ class NoopCertificate:
         common = global_paths(session.ws) | set(getattr(session, "commit_files", ()))  # HEAD moves: its sources
         root = str(session.ws.root)  # params files too: loading reads them (`${}`, dvc.yaml's foreach and vars)
         common.update(os.path.join(root, f) for spec in session.graph.specs.values() for f, _keys in spec.params)
-        own = [target_paths(session.ws, session.graph, r.label, r, out_root) for r in finished.results]
+        reuse = self._own_paths  # a target taken as it was depends on the paths it did
+        own = [reuse[r.label] if r.label in reuse else target_paths(session.ws, session.graph, r.label, r, out_root)
+               for r in finished.results]
         paths = sorted(common.union(*own))
         used = dict(getattr(hasher, "digested", {}))  # what this build used: sources it hashed, outputs it made
         written = set()  # outputs this build wrote: what it hashed there before is gone, their digests vouch for them
