@@ -203,11 +203,12 @@ class Session:
     def warn(self, message: str) -> None:
         self.emit(Warning(message))
 
-    def transfer(self, what: str, total: int | None = None, label=None):
-        """A byte counter for a long transfer; reporters show it (live view rows, JSON lines)."""
+    def transfer(self, what: str, total: int | None = None, label=None, **counting):
+        """A byte counter for a long transfer; reporters show it (live view rows, JSON lines). counting: total_files
+        and quiet_below of a transfer that counts files (store/progress.files_progress: large directories)."""
         from buildml.store.progress import Progress
 
-        return Progress(lambda event: self.emit(event), what, total, label)
+        return Progress(lambda event: self.emit(event), what, total, label, **counting)
 
     # -- commands --------------------------------------------------------------------------
     def select(self, patterns) -> list:
@@ -317,10 +318,11 @@ class Session:
         policy = FetchOrRebuild(self.store, self.ws.settings.prefer, ledger.lacking,
                                 lambda: bandwidth.estimate(self.store.local.root, remote.url)) if remote else None
         rebuilder = Rebuilder(self.graph, self.state, hasher, params, self.store, materializer, self.options.rerun_tests,
-                              externals, base_images, missing, policy)
+                              externals, base_images, missing, policy, transfer=self.transfer)
         runner = Runner(self.store, self.executor_for, functools.cache(lambda: git_provenance(self.ws.root)),
                         devices=ledger.device_env, overrides=lambda action: overrides_of(action, params),
-                        unusable=rebuilder.unusable, root=self.ws.root)
+                        unusable=rebuilder.unusable, root=self.ws.root, transfer=self.transfer, warn=self.warn,
+                        max_files_per_folder=self.ws.settings.max_files_per_folder)
         jobs = self.options.jobs or self.ws.settings.jobs or os.cpu_count() or 2
         return Scheduler(self.graph, rebuilder, runner, materializer, self.state, self.emit, jobs,
                          self.options.keep_going, dry_run, cancel=self.cancel_all, retries=self.options.test_retries,

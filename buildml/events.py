@@ -90,12 +90,16 @@ class Warning:
 
 @dataclass(frozen=True)
 class Transfer:
-    """Byte progress of a long transfer (remote cache, external data, image build); emit done == total at the end."""
+    """Byte progress of a long transfer (remote cache, external data, image build, a large directory hashed, staged or
+    stored, which counts files too); emit done == total at the end."""
 
     what: str  # e.g. "download data/raw.parquet"
     done: int
     total: int | None = None
     label: Label | None = None
+    files: int | None = None  # files done, where the transfer counts them (a large directory hashed, staged, stored)
+    total_files: int | None = None
+    elapsed: float | None = None  # seconds since the transfer began
 
 
 @dataclass(frozen=True)

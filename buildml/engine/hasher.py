@@ -49,10 +49,12 @@ class Hasher:
             self.state.record_file(path, (*sig, digest))
         return FileDigest(digest, st.st_size, is_executable(st.st_mode))
 
-    def files(self, paths: list[str], stats: dict | None = None) -> dict[str, FileDigest]:
+    def files(self, paths: list[str], stats: dict | None = None, progress=None) -> dict[str, FileDigest]:
         """Digests of many files, in the order of `paths`; cache misses are hashed in parallel when that pays.
-        stats: {path: os.stat_result} already taken in this build (a directory walk), so nothing is stat'ed twice."""
+        stats: {path: os.stat_result} already taken in this build (a directory walk), so nothing is stat'ed twice.
+        progress: a store/progress.Progress counting each file and its bytes as its digest is known."""
         stats = stats or {}
+        count = progress.add if progress is not None else (lambda n, files: None)
         entry = self.state.file_entry
         result, misses = {}, []
         for p in paths:
@@ -63,6 +65,7 @@ class Hasher:
                 self.seen[p] = sig
                 self.digested[p] = cached[4]
                 result[p] = FileDigest(cached[4], st.st_size, is_executable(st.st_mode))
+                count(st.st_size, 1)
             else:
                 misses.append((p, st))
         if sum(st.st_size for _, st in misses) >= PARALLEL_BYTES and len(misses) > 1:
@@ -71,7 +74,9 @@ class Hasher:
             with ThreadPoolExecutor(self.threads) as pool:
                 for (p, _), fd in zip(misses, pool.map(lambda m: self.file(*m), misses)):
                     result[p] = fd
+                    count(fd.size, 1)
         else:
             for p, st in misses:
-                result[p] = self.file(p, st)
+                result[p] = fd = self.file(p, st)
+                count(fd.size, 1)
         return {p: result[p] for p in paths}

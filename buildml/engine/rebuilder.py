@@ -16,6 +16,7 @@ from buildml.action import IMAGE_EXECUTOR
 from buildml.errors import AnalysisError, CacheCorruption, UserError
 from buildml.events import Outcome
 from buildml.executors.sandbox import Staged
+from buildml.store.progress import LARGE_DIR_FILES, files_progress
 from buildml.trust import check_manifest_paths, undecodable
 from buildml.load.workspace import SKIP_DIRS, inside
 
@@ -39,8 +40,9 @@ class Rebuilder:
     """Builds actions from the graph and the results of their dependencies, and decides."""
 
     def __init__(self, graph, state, hasher, params, store, materializer, rerun_tests: bool = False, externals=None,
-                 base_images=None, missing=None, fetch_policy=None):
+                 base_images=None, missing=None, fetch_policy=None, transfer=None):
         self.rerun_tests = rerun_tests
+        self.transfer = transfer  # (what, total, label, **counting) -> store/progress.Progress: large directory deps
         self.fetch_policy = fetch_policy  # engine/fetch_or_rebuild.FetchOrRebuild: remote hits worth fetching
         self.missing = missing or (lambda action: "")  # action -> why a result kept outside the store is gone, or ''
         self.externals = externals  # external.ExternalData: URL deps -> pinned store blobs
@@ -62,11 +64,15 @@ class Rebuilder:
             from buildml.executors.docker.dockerignore import filter_context
 
             files = filter_context(self.root, *spec.context_filter, files)
-        digests = self.hasher.files([os.path.join(self.root, p) for p in files], stats)
+        fulls = [os.path.join(self.root, p) for p in files]
+        progress = self._hash_progress(label, inputs.sources, fulls, stats)
+        digests = self.hasher.files(fulls, stats, progress)
+        if progress is not None:
+            progress.finish()
         for path in files:
             full = os.path.join(self.root, path)
             fd = digests[full]
-            staged[path] = Staged(path, fd.digest, fd.executable, full)
+            staged[path] = Staged(path, fd.digest, fd.executable, full, size=fd.size)
         for producer, sub in inputs.from_targets:
             outputs = dep_results[producer].outputs
             chosen = {p: m for p, m in outputs.items() if sub is None or p == sub or p.startswith(sub + "/")}
@@ -74,7 +80,7 @@ class Rebuilder:
                 raise AnalysisError(f"{label} reads {sub!r}, which {producer} did not produce")
             for p, m in chosen.items():
                 staged.setdefault(p, Staged(p, m["digest"], m.get("exec", False),
-                                            fallback=os.path.join(self.materializer.out_root, p)))
+                                            fallback=os.path.join(self.materializer.out_root, p), size=m.get("size")))
         if inputs.external:  # URL deps, staged at external/<scheme>/<host>/<path> by locked digest
             staged.update((item.path, item) for item in self.externals.staged(inputs.external))
         param_values = {f: self.params.select(f, keys, str(label)) for f, keys in spec.params}
@@ -89,6 +95,19 @@ class Rebuilder:
         action = Action(spec, {p: InputFile(s.digest, 0, s.executable) for p, s in staged.items()},
                         param_values, image_key, pins)
         return action, list(staged.values()) + self._persisted(spec)
+
+    def _hash_progress(self, label, sources, fulls: list[str], stats: dict):
+        """Progress of hashing the files of label's directory deps ("hash data/"), shown from LARGE_DIR_FILES files
+        on (files and bytes, of totals known from the walk); None when nothing can show it or no dep is a directory."""
+        if self.transfer is None or len(fulls) < LARGE_DIR_FILES:
+            return None
+        dirs = [rel for rel in sources if os.path.isdir(os.path.join(self.root, rel))]
+        if not dirs:
+            return None
+        sizes = [stats[p].st_size for p in fulls if p in stats]
+        total = sum(sizes) if len(sizes) == len(fulls) else None  # a plain file dep is stat'ed only by the hasher
+        shown = ", ".join(f"{d}/" for d in dirs[:3]) + (f" (+{len(dirs) - 3} more)" if len(dirs) > 3 else "")
+        return files_progress(self.transfer, f"hash {shown}", label, total, len(fulls))
 
     def _persisted(self, spec) -> list[Staged]:
         """The files of persist: true outs as they are now, staged (not keyed) so the command finds them."""

@@ -20,6 +20,8 @@ from buildml.load.plain import to_plain
 from buildml.engine.failure_hints import failure_hints, read_log_end
 from buildml.executors.action_env import action_env, params_by_file, screened
 from buildml.executors.sandbox import Sandbox
+from buildml.load.workspace import MAX_FILES_PER_FOLDER
+from buildml.store.progress import files_progress, folders
 from buildml.store.local import disk_error
 from buildml.trust import undecodable
 from buildml.load.yamlsrc import load_yaml
@@ -68,8 +70,12 @@ class Runner:
     """Executes RUN decisions on an executor and records the results in the store."""
 
     def __init__(self, store, executor_for, provenance, caller_env: dict | None = None, devices=None, overrides=None,
-                 unusable=None, root=None):
+                 unusable=None, root=None, transfer=None, warn=None, max_files_per_folder: int = MAX_FILES_PER_FOLDER):
         self.store = store
+        self.transfer = transfer  # (what, total, label, **counting) -> store/progress.Progress: large directories
+        self.warn = warn or (lambda message: None)
+        self.max_files_per_folder = max_files_per_folder  # more in one folder of a directory out warns, once a build
+        self._crowded: set = set()  # folders already warned of in this build
         self.root = root  # the workspace root: failure hints compare what the action had with what is there
         self.devices = devices or (lambda action: {})  # action -> {"CUDA_VISIBLE_DEVICES": ...} of the GPUs it holds
         self.overrides = overrides or (lambda action: {})  # action -> the --param overrides it was built with
@@ -100,7 +106,10 @@ class Runner:
         spec = action.spec
         sandbox = Sandbox(self.store.tempdir("sandbox-"))
         try:
-            sandbox.stage(self.store, staged, params_by_file(action), spec.workdir, spec.outs)
+            sizes = [item.size for item in staged]
+            progress = files_progress(self.transfer, f"stage {folders(item.path for item in staged) or 'inputs'}",
+                                      spec.label, None if None in sizes else sum(sizes), len(staged))
+            sandbox.stage(self.store, staged, params_by_file(action), spec.workdir, spec.outs, progress=progress)
             if sandbox.copied and self.store.can_link:
                 on_line(f"buildml: {sandbox.copied} of {len(staged)} inputs staged by copy (executables, persist: true outs, "
                         "or blobs that could not be hard-linked here)")
@@ -156,7 +165,12 @@ class Runner:
 
         rename = isinstance(self.executor_for(spec), DockerExecutor)
         outputs = {}
-        for path, (full, executable) in sorted(sandbox.collect(spec.outs).items()):
+        collected = sandbox.collect(spec.outs)
+        self._warn_crowded(spec, collected)
+        dirs = [o for o in spec.outs if o not in collected]
+        progress = files_progress(self.transfer, "store " + ", ".join(f"{d}/" for d in dirs[:3]), spec.label,
+                                  total_files=len(collected)) if dirs else None
+        for path, (full, executable) in sorted(collected.items()):
             if rename:
                 digest = self.store.put_file(full, digest_file(full), move=True)
             else:
@@ -167,8 +181,26 @@ class Runner:
                     os.close(fd)
             size = os.path.getsize(self.store.blob_path(digest))  # of the bytes stored
             outputs[path] = {"digest": digest, "size": size, "exec": executable}
+            if progress is not None:
+                progress.add(size, 1)
+        if progress is not None:
+            progress.finish()
         metrics = {p: read_metrics(self.store.blob_path(outputs[p]["digest"]), p) for p in spec.metrics if p in outputs}
         return outputs, metrics
+
+    def _warn_crowded(self, spec, collected: dict) -> None:
+        """Warn, once a build for each, of a folder of a directory out holding more than max_files_per_folder files."""
+        per_folder: dict = {}
+        for path in collected:
+            if path not in spec.outs:  # a file of a directory out
+                folder = path.rpartition("/")[0]
+                per_folder[folder] = per_folder.get(folder, 0) + 1
+        limit = self.max_files_per_folder
+        for folder, count in sorted(per_folder.items()):
+            if count > limit and folder not in self._crowded:
+                self._crowded.add(folder)
+                self.warn(f"{spec.label}: out {folder}/ holds {count:,} files in one folder (max_files_per_folder: "
+                          f"{limit}); file systems and tools slow down past this: shard it into subfolders")
 
     def _manifest(self, action, outcome, outputs, metrics, log_digest, started) -> dict:
         spec = action.spec

@@ -25,6 +25,7 @@ class Staged(NamedTuple):
     source: str | None = None  # absolute workspace path; None means "from the store"
     fallback: str | None = None  # a materialized copy to use if the store lost the blob
     writable: bool = False  # the command may change it (a persist: true out): a copy, never a link
+    size: int | None = None  # its bytes where known (progress of staging a large directory)
 
 
 class Sandbox:
@@ -44,14 +45,15 @@ class Sandbox:
     def workdir(self, package: str) -> Path:
         return self.ws / package if package else self.ws
 
-    def stage(self, store, inputs, params: dict, package: str, outs, link: bool = True) -> None:
+    def stage(self, store, inputs, params: dict, package: str, outs, link: bool = True, progress=None) -> None:
         """Lay the inputs out (each verified against the digest the key used), write params, make dirs.
 
         With link (and a store that can), every input that is not executable is a hard link of its read-only
         cache blob: a workspace source enters the cache first (once per content), so a dataset of many files
         costs a link per file, and an unchanged file is the very same blob build after build. Anything else
         (an executable, another file system, a store without files) is copied, and said at -v. Whether a
-        command wrote into a linked input is checked after it ran (check_inputs)."""
+        command wrote into a linked input is checked after it ran (check_inputs). progress: a store/progress.Progress
+        counting each input staged (and its bytes, where known)."""
         self.workdir(package).mkdir(parents=True, exist_ok=True)
         link = link and store.can_link
         copied = 0
@@ -63,20 +65,14 @@ class Sandbox:
             if parent not in made:
                 os.makedirs(parent, exist_ok=True)
                 made.add(parent)
-            if link and not item.executable and not item.writable and self._link(store, item, dest):
-                continue
-            copied += 1
-            if item.source is None:
-                try:
-                    store.fetch_to(item.digest, dest)
-                except BlobMissing:
-                    if item.fallback is None:
-                        raise
-                    self._copy_verified(item.fallback, dest, item)
-            else:
-                self._copy_verified(item.source, dest, item)
-            os.chmod(dest, 0o755 if item.executable else 0o644)
+            if not (link and not item.executable and not item.writable and self._link(store, item, dest)):
+                copied += 1
+                self._copy(store, item, dest)
+            if progress is not None:
+                progress.add(item.size or 0, 1)
         self.copied = copied
+        if progress is not None:
+            progress.finish()
         for digest, (blob, _, items) in self._linked.items():  # after every link: linking changes the ctime
             self._linked[digest] = (blob, _signature(os.stat(blob)), items)
         for relpath, selected in params.items():
@@ -86,6 +82,19 @@ class Sandbox:
                 write_subset(str(dest), selected)
         for out in outs:
             (self.ws / out).parent.mkdir(parents=True, exist_ok=True)
+
+    def _copy(self, store, item: Staged, dest: str) -> None:
+        """Copy item to dest (a blob fetched from the store, or a file verified against its digest)."""
+        if item.source is None:
+            try:
+                store.fetch_to(item.digest, dest)
+            except BlobMissing:
+                if item.fallback is None:
+                    raise
+                self._copy_verified(item.fallback, dest, item)
+        else:
+            self._copy_verified(item.source, dest, item)
+        os.chmod(dest, 0o755 if item.executable else 0o644)
 
     def _link(self, store, item: Staged, dest: str) -> bool:
         """Hard-link item's blob at dest; False when this store or file system cannot (then it is copied)."""

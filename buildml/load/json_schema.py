@@ -105,6 +105,7 @@ def workspace_schema() -> dict:
                              properties={name: {} for name in _CACHE_SETTINGS})
     settings["cache"]["properties"].update(upload={"type": "boolean"}, storage_options={"type": ["object", "null"]})
     settings["jobs"].update(type="integer", minimum=1)
+    settings["max_files_per_folder"].update(type="integer", minimum=1)
     settings["rules"].update(type=["object", "null"], additionalProperties={"type": "string"})
     for name in ("templates", "executors", "docker", "env"):
         settings[name]["type"] = ["object", "null"]

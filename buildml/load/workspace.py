@@ -18,6 +18,8 @@ OUT_DIR = "buildml-out"
 SWEEP_DIR = "sweep"  # sweep variants: buildml-out/sweep/<id>/ (outputs) and .buildml/sweep/<id>/ (state)
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", STATE_DIR, OUT_DIR, "__pycache__", ".venv", "node_modules"})
 
+MAX_FILES_PER_FOLDER = 10_000  # the default of max_files_per_folder
+
 _SETTINGS = {
     "cache": "local and remote cache settings",
     "jobs": "default parallelism (-j)",
@@ -29,6 +31,8 @@ _SETTINGS = {
     "env": "env passed to every action",
     "python_deps": "auto: every target's declared .py deps add the workspace modules they import (a target's own "
                    "python_deps overrides it); declared (default): only what deps name",
+    "max_files_per_folder": "a directory out holding more files than this in one folder warns once per build "
+                            f"(default {MAX_FILES_PER_FOLDER:,}): file systems and tools slow down past it",
 }
 _CACHE_SETTINGS = ("dir", "remote", "upload", "storage_options", "prefer")
 PREFER = ("auto", "fetch", "rebuild")  # cache.prefer: take a remote hit, or rebuild here (engine/fetch_or_rebuild.py)
@@ -45,6 +49,7 @@ class Settings:
     jobs: int | None = None
     prefer: str = "auto"  # remote hits: fetch, rebuild, or auto (by the recorded cost); a target's cache.prefer wins
     python_deps: str = "declared"  # or "auto": targets' imported workspace modules are deps (analyse/python_deps.py)
+    max_files_per_folder: int = MAX_FILES_PER_FOLDER  # more in one folder of a directory out warns (engine/runner.py)
     raw: dict = field(default_factory=dict)
     executors: object = None  # executor_config.ExecutorSettings (`executor:` and `executors:`)
     doc: object = field(default=None, compare=False, repr=False)  # the parsed buildml.yaml, for locations
@@ -122,10 +127,17 @@ def read_settings(path: Path) -> Settings:
         raise LoadError(f"python_deps must be auto or declared, got {python_deps!r:.60}",
                         location=doc.where(("python_deps",)), hint="python_deps: auto adds the workspace modules "
                         "that declared .py deps import")
+    per_folder = data.get("max_files_per_folder", MAX_FILES_PER_FOLDER)
+    if not isinstance(per_folder, int) or isinstance(per_folder, bool) or per_folder < 1:
+        raise LoadError(f"max_files_per_folder must be a positive integer, got {per_folder!r:.60}",
+                        location=doc.where(("max_files_per_folder",)),
+                        hint=f"the most files one folder of a directory out may hold before a warning, e.g. "
+                             f"max_files_per_folder: {MAX_FILES_PER_FOLDER}")
     from buildml.load.executor_settings import parse_executor_settings
 
     return Settings(cache_dir=cache.get("dir"), remote_cache=cache.get("remote"), remote_upload=upload,
-                    storage_options=opts, jobs=jobs, prefer=prefer, python_deps=python_deps, raw=data, executors=parse_executor_settings(data, doc), doc=doc)
+                    storage_options=opts, jobs=jobs, prefer=prefer, python_deps=python_deps,
+                    max_files_per_folder=per_folder, raw=data, executors=parse_executor_settings(data, doc), doc=doc)
 
 
 def default_cache_dir(settings: Settings, root: Path) -> Path:

@@ -131,7 +131,10 @@ class JsonReporter:
         elif isinstance(event, Warning):
             self._write({"event": "warning", "message": event.message})
         elif isinstance(event, Transfer):
-            self._write({"event": "transfer", "what": event.what, "done": event.done, "total": event.total})
+            counted = {"files": event.files, "total_files": event.total_files} if event.files is not None else {}
+            self._write({"event": "transfer", "what": event.what, "done": event.done, "total": event.total,
+                         "target": str(event.label) if event.label is not None else None, "elapsed": event.elapsed,
+                         **counted})
         elif isinstance(event, BuildFinished):
             self._write({"event": "summary", **summary_counts(event)})
 

@@ -36,7 +36,7 @@ class LiveReporter:
                          Outcome.NOT_BUILT: 0}
         self.running: dict = {}  # label -> (monotonic start, executor, attached to a run under way)
         self.last_line = ""
-        self.transfers: dict = {}  # (label, what) -> (done, total)
+        self.transfers: dict = {}  # (label, what) -> its last Transfer event
 
     # -- events ------------------------------------------------------------------------------
     def __call__(self, event) -> None:
@@ -81,10 +81,11 @@ class LiveReporter:
     def _transfer(self, event) -> None:
         key = (event.label, event.what)
         with self._lock:
-            if event.total is not None and event.done >= event.total:
+            files_done = event.files is None or event.total_files is None or event.files >= event.total_files
+            if event.total is not None and event.done >= event.total and files_done:
                 self.transfers.pop(key, None)
             else:
-                self.transfers[key] = (event.done, event.total)
+                self.transfers[key] = event
 
     def _finished(self, r) -> None:
         with self._lock:
@@ -139,7 +140,7 @@ class LiveReporter:
             rows.add_row("", Text(f"... and {len(running) - MAX_RUNNING_LINES} more running"), "", "")
         bar = Table.grid(padding=(0, 1))
         bar.add_row(ProgressBar(total=max(self.total, 1), completed=done, width=40), Text(f"{done}/{self.total} targets"))
-        parts = [counts, rows, *(_transfer_row(key, done, total) for key, (done, total) in transfers), bar]
+        parts = [counts, rows, *(_transfer_row(key, event) for key, event in transfers), bar]
         if last:
             parts.insert(2, Text(f"  {last}", style="dim", no_wrap=True, overflow="ellipsis"))
         return Group(*parts)
@@ -196,17 +197,25 @@ class LiveReporter:
                     self._console().print(f"  {path}", markup=False, highlight=False)
 
 
-def _transfer_row(key, done: int, total):
+def _transfer_row(key, event):
+    """A transfer's row: bytes done of the total; a large directory's files done of theirs (the bar follows them),
+    bytes and elapsed time too."""
     from rich.filesize import decimal
     from rich.progress_bar import ProgressBar
     from rich.table import Table
     from rich.text import Text
 
     label, what = key
+    done, total = event.done, event.total
     row = Table.grid(padding=(0, 1))
     size = f"{decimal(done)} / {decimal(total)}" if total else decimal(done)
-    row.add_row(Text(f"  {label} " if label else "  ", style="bold"), Text(what),
-                ProgressBar(total=total or None, completed=done, width=20), Text(size))
+    if event.files is None:
+        bar = ProgressBar(total=total or None, completed=done, width=20)
+    else:
+        bar = ProgressBar(total=event.total_files or None, completed=event.files, width=20)
+        of = f" / {event.total_files:,}" if event.total_files else ""
+        size = f"{event.files:,}{of} files, {size}" + (f", {event.elapsed:.1f}s" if event.elapsed is not None else "")
+    row.add_row(Text(f"  {label} " if label else "  ", style="bold"), Text(what), bar, Text(size))
     return row
 
 
