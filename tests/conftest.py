@@ -76,3 +76,11 @@ def quickstart(tmp_path) -> WS:
 def executed(events) -> list[str]:
     """Labels that executed, in the order they finished."""
     return [e["target"] for e in events if e["status"] == "executed"]
+
+
+def default_sigint() -> None:
+    """In a child about to be sent SIGINT: handle it by default, even where pytest runs with SIGINT ignored (a shell
+    starts a background job that way, and children inherit it)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

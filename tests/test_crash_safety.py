@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import BIN, WS
+from conftest import BIN, WS, default_sigint
 from fault_proxy import record_figures
 
 N_TARGETS = 24
@@ -178,7 +178,7 @@ def _interrupt_mid_build(ws, sig):
         f"  s{i}:\n    command: sleep 30 # {marker}\n    outs: [o{i}]\n" for i in range(2)) +
         "  quick:\n    command: echo done > q.txt\n    outs: [q.txt]\n")
     proc = subprocess.Popen([str(BIN / "buildml"), "build", "-j", "3"], cwd=ws.root, env=ws.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode:
         time.sleep(0.1)

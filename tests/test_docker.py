@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import EXAMPLES, REPO, BIN, WS, executed
+from conftest import EXAMPLES, REPO, BIN, WS, default_sigint, executed
 
 pytestmark = pytest.mark.docker
 BUSYBOX = "buildml-base/busybox:1"
@@ -184,7 +184,7 @@ def test_interrupt_removes_containers(dws, sig):
     app(dws, "sleep 120")
     dws.build_json("//images:tools")
     proc = subprocess.Popen([str(BIN / "buildml"), "build", "//..."], cwd=dws.root, env=dws.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.monotonic() + 60
     while not docker("ps", "-q", "--filter", "label=buildml").split():
         assert time.monotonic() < deadline and proc.poll() is None, "the container never started"

@@ -13,17 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, WS
+from conftest import BIN, WS, default_sigint
 from fault_proxy import FaultProxy, record_figures, s3_env, writes
 
 TRIALS = int(os.environ.get("BUILDML_INTERRUPT_TRIALS", "1"))  # benchmarks/reliability.py runs more
 # (signal, to the whole process group as a terminal's Ctrl-C does, or to buildml alone as `kill` does)
 SIGNALS = [(signal.SIGINT, True), (signal.SIGINT, False), (signal.SIGTERM, False)]
-
-
-def default_sigint() -> None:
-    """In the child: SIGINT handled by default even if pytest runs where it is ignored (a background job)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def start(ws: WS, *args, env=None) -> subprocess.Popen:
