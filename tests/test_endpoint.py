@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from conftest import BIN, EXAMPLES, WS, executed
+from conftest import BIN, EXAMPLES, WS, default_sigint, executed
 from test_docker import busybox_image, python_image  # noqa: F401  (session fixtures: the local base images)
 
 MODEL_BUILD = """\
@@ -104,7 +104,7 @@ class Served:
 
     def __init__(self, ws: WS, *args):
         self.proc = subprocess.Popen([str(BIN / "buildml"), "run", *args], cwd=ws.root, env=ws.env(),
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
         self.out, self.err, self.lines = [], [], queue.Queue()
         for stream, sink in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
             threading.Thread(target=self._read, args=(stream, sink), daemon=True).start()

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-from conftest import BIN, executed
+from conftest import BIN, default_sigint, executed
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.com"}
@@ -137,7 +137,7 @@ def test_checkout_removed_after_ctrl_c_and_sigterm(ws, tmp_path):
     for sig in (signal.SIGINT, signal.SIGTERM):
         mark.unlink(missing_ok=True)
         proc = subprocess.Popen([str(BIN / "buildml"), "build", "--at", sha], cwd=ws.root, env=ws.env(TMPDIR=str(tmp)),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
         deadline = time.monotonic() + 60
         while not mark.exists():
             assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()

@@ -12,7 +12,7 @@ import time
 import uuid
 
 import pytest
-from conftest import BIN, EXAMPLES, WS, executed
+from conftest import BIN, EXAMPLES, WS, default_sigint, executed
 from ray_cluster import ray_cluster  # noqa: F401  (session fixture)
 
 BUILD = """\
@@ -131,7 +131,7 @@ def test_ctrl_c_cancels_the_remote_action(tmp_path, moto_server, ray_cluster):
     """SIGINT stops the build at once, the action's process on the node is killed and its actor ended."""
     ws = workspace(tmp_path, "c", moto_server, ray_cluster.address, moto_server.bucket(), ticks=600)
     proc = subprocess.Popen([str(BIN / "buildml"), "build", "-vv", "//:slow"], cwd=ws.root, env=ws.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint)
     for line in proc.stdout:
         if "//:slow> tick 2" in line:
             break
@@ -169,7 +169,7 @@ def test_a_node_lost_mid_action_is_retried_then_reported(tmp_path, moto_server, 
     ray_cluster.add_node("spare1", cpus=1, resources={spare: 1})
     ws = workspace(tmp_path, "e", moto_server, ray_cluster.address, moto_server.bucket(), ticks=30, spare=spare)
     proc = subprocess.Popen([str(BIN / "buildml"), "build", "-vv", "//:slow"], cwd=ws.root, env=ws.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint)
     lines = []
     for line in proc.stdout:
         lines.append(line)
@@ -185,7 +185,7 @@ def test_a_node_lost_mid_action_is_retried_then_reported(tmp_path, moto_server, 
     ws2 = workspace(tmp_path, "f", moto_server, ray_cluster.address, moto_server.bucket(), ticks=31, spare=spare,
                     max_retries=0)
     proc = subprocess.Popen([str(BIN / "buildml"), "build", "-vv", "//:slow"], cwd=ws2.root, env=ws2.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint)
     for line in proc.stdout:
         if "//:slow> tick 1" in line:
             break
