@@ -447,7 +447,14 @@ def read_more(body: dict) -> dict | None:
             return None
         if not all(isinstance(d, int) and 0 <= d < n for deps in parsed["deps"] for d in deps):
             return None
-        if not all(isinstance(outs, dict) and isinstance(m, (dict, type(None))) for outs, m in parsed["results"]):
+        from buildml.trust import Untrusted, validate_outputs
+
+        try:  # outputs become staged blobs and keys of dependents: the state's one gate, as for the builds table
+            for outs, manifest in parsed["results"]:
+                validate_outputs(outs)
+                if not isinstance(manifest, (dict, type(None))):
+                    return None
+        except Untrusted:
             return None
         if not all(isinstance(i, int) and isinstance(d, str) for i, d in parsed["listings"]):
             return None
